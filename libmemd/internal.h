@@ -1,0 +1,142 @@
+/* internal.h - what libmemd's modules share: per-thread state, counters, the sample table. */
+#ifndef MEMD_INTERNAL_H
+#define MEMD_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "memd.h"
+#include "profile.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define _unused_ __attribute__((unused))
+#define _noinline_ __attribute__((noinline))
+#define _cold_ __attribute__((cold, noinline))
+/* Slow-path functions keep frame pointers so the frame walk can start there,
+ * without paying for them on the fast path. */
+#define _slowpath_ __attribute__((cold, noinline, optimize("no-omit-frame-pointer")))
+
+/* Which allocator sits beneath us, detected once at start. */
+enum alloc_kind {
+        ALLOC_GLIBC = 0, /* ptmalloc: chunk headers are read directly */
+        ALLOC_JEMALLOC,
+        ALLOC_TCMALLOC,
+        ALLOC_MIMALLOC,
+        ALLOC_OTHER,
+};
+
+/* Per-thread counters.  Slots live in memory that is never freed, so a
+ * thread's counts survive it; a slot is reused by a later thread only when
+ * the kernel says its previous owner is gone.  Only the owner writes; readers
+ * sum all slots (each value is exact at some instant). */
+struct slot {
+        uint64_t mallocs;
+        uint64_t alloc_bytes;           /* usable bytes */
+        uint64_t frees;
+        uint64_t free_bytes;
+        struct slot *next;              /* all slots, never unlinked */
+        _Atomic pid_t tid;              /* owner, 0 if free */
+        uint64_t pad[2];
+} __attribute__((aligned(64)));
+
+struct thread_state {
+        int64_t countdown;              /* bytes until the next sample */
+        struct slot *slot;              /* NULL until registered */
+        uint32_t guard;                 /* reentrancy depth: >0 means inside libmemd */
+        uint32_t inited;
+        uint64_t rng;                   /* xorshift state for the sample intervals */
+        uint64_t rate_gen;              /* profile rate generation the countdown was drawn for */
+};
+
+extern __thread struct thread_state memd_thread __attribute__((tls_model("initial-exec")));
+
+/* Global configuration and state, set once at load then mostly read. */
+struct memd_config {
+        _Atomic uint64_t profile_rate;  /* bytes; 0 off */
+        _Atomic uint64_t rate_gen;
+        _Atomic uint64_t memory_limit;  /* 0 none */
+        int gcpercent;                  /* <0 off */
+        bool gctrace;
+        bool scavtrace;
+        bool keep_fastbins;
+        int unwinder;                   /* UNWIND_* */
+        char memprofile[4096];          /* MEMD_MEMPROFILE, "" if unset */
+        char socket_path[108];
+};
+extern struct memd_config memd_config;
+extern enum alloc_kind memd_alloc_kind;
+extern int64_t memd_start_ns;           /* CLOCK_MONOTONIC at load */
+
+enum { UNWIND_AUTO = 0, UNWIND_LIBUNWIND, UNWIND_BACKTRACE };
+
+/* The next allocator's entry points. */
+struct real_alloc {
+        void *(*malloc)(size_t);
+        void (*free)(void *);
+        void *(*calloc)(size_t, size_t);
+        void *(*realloc)(void *, size_t);
+        int (*posix_memalign)(void **, size_t, size_t);
+        void *(*aligned_alloc)(size_t, size_t);
+        void *(*memalign)(size_t, size_t);
+        void *(*valloc)(size_t);
+        void *(*pvalloc)(size_t);
+        size_t (*malloc_usable_size)(void *);
+};
+extern struct real_alloc memd_real;
+
+/* env.c */
+int env_parse_size(const char *s, uint64_t *ret_bytes);
+void env_load(struct memd_config *c);
+
+/* interpose.c */
+void interpose_init(void);
+uint64_t interpose_counters(uint64_t *ret_mallocs, uint64_t *ret_frees,
+                            uint64_t *ret_alloc_bytes, uint64_t *ret_free_bytes);
+
+/* sample.c: the sampled path */
+double sample_weight(uint64_t size_bytes, uint64_t rate_bytes);
+int64_t sample_next_interval(uint64_t *rng, uint64_t rate_bytes);
+int sample_stack(uintptr_t *pcs, int max, int skip);
+void sample_init(void);
+
+/* bucket.c: the table of stacks and their figures */
+int bucket_record_alloc(const uintptr_t *pcs, uint32_t depth, uint64_t size_bytes, double weight, uint32_t *ret_idx);
+void bucket_record_free(uint32_t idx, uint64_t size_bytes, double weight);
+/* Copies the table into a fresh mmap'd array; caller munmaps *ret_len bytes. */
+int bucket_snapshot(struct profile_record **ret_records, size_t *ret_n, size_t *ret_map_len);
+uint64_t bucket_sys_bytes(void);
+void bucket_atfork_prepare(void);
+void bucket_atfork_parent(void);
+void bucket_atfork_child(void);
+
+/* stats.c */
+int stats_read(struct memd_memstats *s);
+int stats_read_proc(const char *smaps_rollup, const char *status, struct memd_memstats *s);
+int stats_read_heap(const char *maps_path, struct memd_memstats *s);
+void stats_counters(struct memd_memstats *s);
+
+/* reclaim.c */
+void reclaim_fill_stats(struct memd_memstats *s);
+size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released);
+
+/* trace.c: line formatting with no malloc and no stdio */
+struct buf {
+        char *p;
+        size_t len, cap;
+};
+void buf_puts(struct buf *b, const char *s);
+void buf_u64(struct buf *b, uint64_t v);
+void buf_fixed(struct buf *b, uint64_t v, int decimals);
+void buf_ms(struct buf *b, uint64_t ns);
+void buf_hex(struct buf *b, uint64_t v);
+void trace_write(int fd, const char *s, size_t len);
+/* Warn once per key on stderr; libmemd's only direct output besides traces. */
+void memd_warn(const char *msg);
+
+int64_t now_ns(int clock);
+
+#endif

@@ -1,0 +1,58 @@
+/* profile.h - heap profile records and their writers (pprof protobuf, Go's legacy text, folded). */
+#ifndef MEMD_PROFILE_H
+#define MEMD_PROFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "memd.h"
+
+#define PROFILE_MAX_DEPTH 64
+
+/* One stack's figures.  Raw counts are what was sampled; the *_est fields are
+ * unbiased estimates: every sample is weighted 1/(1-exp(-size/rate)) when it
+ * is taken, so mixed sizes at one site are not biased. */
+struct profile_record {
+        uint64_t alloc_count;           /* raw sampled allocations */
+        uint64_t alloc_bytes;           /* raw sampled bytes (requested sizes) */
+        uint64_t free_count;            /* raw sampled frees of those */
+        uint64_t free_bytes;
+        double alloc_objects_est;
+        double alloc_bytes_est;
+        double free_objects_est;
+        double free_bytes_est;
+        uint32_t depth;
+        uintptr_t pcs[PROFILE_MAX_DEPTH]; /* return addresses, leaf (the caller of malloc) first */
+};
+
+/* Names a return address for the text format's "#" lines.  Writes
+ * "func+0xOFF" into name and, if known, "file:line" into where (else "");
+ * returns 0, or -ENOENT when it knows nothing.  pc is the call PC (ret - 1). */
+typedef int (*profile_symbolize_fn)(uintptr_t pc, char *name, size_t name_len,
+                                    char *where, size_t where_len, void *ctx);
+
+struct profile {
+        const struct profile_record *records;
+        size_t n_records;
+        uint64_t rate_bytes;            /* the sampling rate (pprof period) */
+        const char *maps_text;          /* contents of /proc/PID/maps */
+        size_t maps_len;
+        const char *root;               /* prefix for paths in maps when reading build-ids ("" or "/proc/PID/root"), may be NULL */
+        const struct memd_memstats *stats; /* for the text trailer, may be NULL */
+        int64_t time_ns;                /* when the profile was taken, ns since the epoch */
+        profile_symbolize_fn symbolize; /* may be NULL */
+        void *symbolize_ctx;
+};
+
+/* Each writes the whole profile to fd and returns 0 or -errno.  They may
+ * allocate with malloc; they never log. */
+int profile_write_pprof(int fd, const struct profile *p);   /* gzipped profile.proto */
+int profile_write_text(int fd, const struct profile *p);    /* Go's debug=1 heap text */
+int profile_write_folded(int fd, const struct profile *p);  /* "f1;f2;f3 inuse_bytes" */
+
+/* Reads the GNU build-id note of the ELF file at path into buf as raw bytes.
+ * Returns its length, or -errno. */
+ssize_t profile_read_build_id(const char *path, uint8_t *buf, size_t buf_len);
+
+#endif
