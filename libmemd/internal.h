@@ -35,7 +35,7 @@ enum alloc_kind {
  * sum all slots (each value is exact at some instant). */
 struct slot {
         uint64_t mallocs;
-        uint64_t alloc_bytes;           /* usable bytes */
+        uint64_t alloc_bytes;           /* usable bytes + 8 per block (interpose.c: acct_bytes) */
         uint64_t frees;
         uint64_t free_bytes;
         struct slot *next;              /* all slots, never unlinked */
@@ -45,6 +45,7 @@ struct slot {
 
 struct thread_state {
         int64_t countdown;              /* bytes until the next sample */
+        struct slot *fast;              /* = slot when the fast paths may run (glibc), else NULL */
         struct slot *slot;              /* NULL until registered */
         uint32_t guard;                 /* reentrancy depth: >0 means inside libmemd */
         uint32_t inited;

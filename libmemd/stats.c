@@ -185,6 +185,9 @@ static void heap_glibc(const char *maps_path, struct memd_memstats *s) {
                 s->HeapSys = s->HeapInuse = s->HeapAlloc;
                 return;
         }
+        /* Live mmapped chunks were counted 8 bytes above their usable size. */
+        s->HeapAlloc -= s->HeapAlloc > 8 * h.mmapped_n ? 8 * h.mmapped_n : s->HeapAlloc;
+        s->Alloc = s->HeapAlloc;
         /* Usable bytes live in arena chunks, plus their 8-byte size fields. */
         arena_alloc = s->HeapAlloc > h.mmapped_sys - 16 * h.mmapped_n ? s->HeapAlloc - (h.mmapped_sys - 16 * h.mmapped_n) : 0;
         arena_objects = s->HeapObjects > h.mmapped_n ? s->HeapObjects - h.mmapped_n : 0;
@@ -282,10 +285,13 @@ void stats_counters(struct memd_memstats *s) {
         interpose_counters(&mallocs, &frees, &ab, &fb);
         s->Mallocs = mallocs;
         s->Frees = frees;
-        s->TotalAlloc = ab;
-        s->HeapAlloc = ab > fb ? ab - fb : 0;
-        s->Alloc = s->HeapAlloc;
+        /* The counters hold usable + 8 bytes per block (interpose.c). */
         s->HeapObjects = mallocs > frees ? mallocs - frees : 0;
+        s->TotalAlloc = ab - 8 * mallocs;
+        s->HeapAlloc = ab - fb - 8 * s->HeapObjects;
+        if ((int64_t) s->HeapAlloc < 0)
+                s->HeapAlloc = 0;
+        s->Alloc = s->HeapAlloc;
 }
 
 int stats_read(struct memd_memstats *s) {
