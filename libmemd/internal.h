@@ -122,6 +122,7 @@ void stats_counters(struct memd_memstats *s);
 
 /* reclaim.c */
 void reclaim_fill_stats(struct memd_memstats *s);
+void reclaim_atfork_child(void);
 size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released);
 
 /* trace.c: line formatting with no malloc and no stdio */

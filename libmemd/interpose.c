@@ -325,6 +325,7 @@ static void atfork_child(void) {
         pthread_mutex_unlock(&slot_lock);
         pthread_mutex_unlock(&set_lock);
         bucket_atfork_child();
+        reclaim_atfork_child();
         pthread_mutex_unlock(&init_lock);
         /* Same slot, new identity: otherwise the parent's tid, gone in this
          * process, would let another thread claim the slot we still use. */
@@ -606,14 +607,24 @@ static _slowpath_ void free_slow(void *p) {
  * thread's slot; usable sizes come from the glibc size field, already in
  * cache.  Everything else lives in the _slowpath_ functions above. */
 
-/* Counts a fresh block off the fast path: another allocator, or NULL. */
+/* Counts a fresh block off the fast path: another allocator, a failed call,
+ * or a thread whose first call was an impossible size (> 2^63 bytes wraps the
+ * countdown past the check that registers threads). */
 static _cold_ void *count_alloc_cold(void *p) {
         struct thread_state *t = &memd_thread;
 
-        if (p) {
-                t->slot->mallocs++;
-                t->slot->alloc_bytes += acct_bytes(p);
+        if (!p) {
+                if (t->countdown > INT64_C(1) << 62)
+                        t->countdown = 0;
+                return p;
         }
+        if (unlikely(!t->slot)) {
+                if (atomic_load_explicit(&init_stage, memory_order_acquire) != 2)
+                        interpose_init();
+                thread_register(t);
+        }
+        t->slot->mallocs++;
+        t->slot->alloc_bytes += acct_bytes(p);
         return p;
 }
 

@@ -82,6 +82,15 @@ int memd_unregister_reclaimer(const char *name _unused_, size_t (*fn)(void *ctx)
         return r;
 }
 
+/* The child has one thread: whatever cycle another thread was running is
+ * gone with it, so its locks start afresh (a reclaimer may even fork). */
+void reclaim_atfork_child(void) {
+        pthread_mutex_init(&reclaimer_lock, NULL);
+        pthread_mutex_init(&cycle_lock, NULL);
+        pthread_mutex_init(&history_lock, NULL);
+        in_cycle = false;
+}
+
 uint64_t memd_set_memory_limit(uint64_t limit_bytes) {
         return atomic_exchange(&memd_config.memory_limit, limit_bytes);
 }
