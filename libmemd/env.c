@@ -16,7 +16,8 @@ int env_parse_size(const char *s, uint64_t *ret_bytes) {
         uint64_t mult = 1;
         char *end;
 
-        if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+        /* strtoull would skip blanks and wrap "-5" around: digits only. */
+        if (!s || *s < '0' || *s > '9')
                 return -EINVAL;
         errno = 0;
         v = strtoull(s, &end, 10);

@@ -38,9 +38,13 @@ struct slot {
         uint64_t alloc_bytes;           /* usable bytes + 8 per block (interpose.c: acct_bytes) */
         uint64_t frees;
         uint64_t free_bytes;
+        uint64_t mmap_allocs;           /* glibc chunks served by mmap, also counted above */
+        uint64_t mmap_alloc_bytes;      /* their chunk sizes */
+        uint64_t mmap_frees;
+        uint64_t mmap_free_bytes;
         struct slot *next;              /* all slots, never unlinked */
         _Atomic pid_t tid;              /* owner, 0 if free */
-        uint64_t pad[2];
+        uint64_t pad[2];                /* pad[0]: SLOT_INUSE / EXITING / CLAIMING */
 } __attribute__((aligned(64)));
 
 struct thread_state {
@@ -95,8 +99,11 @@ void env_load(struct memd_config *c);
 
 /* interpose.c */
 void interpose_init(void);
-uint64_t interpose_counters(uint64_t *ret_mallocs, uint64_t *ret_frees,
-                            uint64_t *ret_alloc_bytes, uint64_t *ret_free_bytes);
+struct counters {
+        uint64_t mallocs, frees, alloc_bytes, free_bytes;
+        uint64_t mmap_allocs, mmap_frees, mmap_alloc_bytes, mmap_free_bytes;
+};
+void interpose_counters(struct counters *ret);
 
 /* sample.c: the sampled path */
 double sample_weight(uint64_t size_bytes, uint64_t rate_bytes);
@@ -136,7 +143,8 @@ void buf_fixed(struct buf *b, uint64_t v, int decimals);
 void buf_ms(struct buf *b, uint64_t ns);
 void buf_hex(struct buf *b, uint64_t v);
 void trace_write(int fd, const char *s, size_t len);
-/* Warn once per key on stderr; libmemd's only direct output besides traces. */
+/* One "libmemd: ..." line on stderr; callers make sure it is said once.
+ * libmemd's only direct output besides traces. */
 void memd_warn(const char *msg);
 
 int64_t now_ns(int clock);

@@ -60,6 +60,43 @@ static inline uint64_t acct_bytes(void *p) {
         return memd_real.malloc_usable_size(p) + 8;
 }
 
+/* glibc chunks served by mmap (IS_MMAPPED, bit 1 of the size field) are
+ * counted apart as well: they are heap address space of their own (HeapSys)
+ * and their usable size is 8 bytes less than other chunks'.  Off the fast
+ * path: only large blocks (>= M_MMAP_THRESHOLD) come here. */
+static _cold_ void count_mmapped(struct slot *s, uint64_t chunk_bytes, bool is_free) {
+        if (is_free) {
+                s->mmap_frees++;
+                s->mmap_free_bytes += chunk_bytes;
+        } else {
+                s->mmap_allocs++;
+                s->mmap_alloc_bytes += chunk_bytes;
+        }
+}
+
+static inline bool is_mmapped(void *block) {
+        return memd_alloc_kind == ALLOC_GLIBC && (((uint64_t *) block)[-1] & 2);
+}
+
+/* Counts a block (minus off bytes of our header) for the slow paths. */
+static inline void slot_alloc(struct slot *s, void *block, uint64_t off) {
+        uint64_t b = acct_bytes(block);
+
+        s->mallocs++;
+        s->alloc_bytes += b - off;
+        if (is_mmapped(block))
+                count_mmapped(s, b, false);
+}
+
+static inline void slot_free(struct slot *s, void *block, uint64_t off) {
+        uint64_t b = acct_bytes(block);
+
+        s->frees++;
+        s->free_bytes += b - off;
+        if (is_mmapped(block))
+                count_mmapped(s, b, true);
+}
+
 /* Usable bytes of a plain block (malloc_usable_size's answer). */
 static inline uint64_t usable_of(void *p) {
         if (likely(memd_alloc_kind == ALLOC_GLIBC)) {
@@ -175,26 +212,23 @@ static void thread_register(struct thread_state *t) {
         errno = saved;
 }
 
-/* Sums every slot, including those of threads that have exited. */
-uint64_t interpose_counters(uint64_t *ret_mallocs, uint64_t *ret_frees,
-                            uint64_t *ret_alloc_bytes, uint64_t *ret_free_bytes) {
-        uint64_t m = 0, f = 0, ab = 0, fb = 0;
+static void slot_sum(const struct slot *s, struct counters *c) {
+        c->mallocs += __atomic_load_n(&s->mallocs, __ATOMIC_RELAXED);
+        c->frees += __atomic_load_n(&s->frees, __ATOMIC_RELAXED);
+        c->alloc_bytes += __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED);
+        c->free_bytes += __atomic_load_n(&s->free_bytes, __ATOMIC_RELAXED);
+        c->mmap_allocs += __atomic_load_n(&s->mmap_allocs, __ATOMIC_RELAXED);
+        c->mmap_frees += __atomic_load_n(&s->mmap_frees, __ATOMIC_RELAXED);
+        c->mmap_alloc_bytes += __atomic_load_n(&s->mmap_alloc_bytes, __ATOMIC_RELAXED);
+        c->mmap_free_bytes += __atomic_load_n(&s->mmap_free_bytes, __ATOMIC_RELAXED);
+}
 
-        for (struct slot *s = atomic_load(&slot_list); s; s = s->next) {
-                m += __atomic_load_n(&s->mallocs, __ATOMIC_RELAXED);
-                f += __atomic_load_n(&s->frees, __ATOMIC_RELAXED);
-                ab += __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED);
-                fb += __atomic_load_n(&s->free_bytes, __ATOMIC_RELAXED);
-        }
-        m += slot_emergency.mallocs;
-        f += slot_emergency.frees;
-        ab += slot_emergency.alloc_bytes;
-        fb += slot_emergency.free_bytes;
-        *ret_mallocs = m;
-        *ret_frees = f;
-        *ret_alloc_bytes = ab;
-        *ret_free_bytes = fb;
-        return ab - fb;
+/* Sums every slot, including those of threads that have exited. */
+void interpose_counters(struct counters *c) {
+        memset(c, 0, sizeof(*c));
+        for (struct slot *s = atomic_load(&slot_list); s; s = s->next)
+                slot_sum(s, c);
+        slot_sum(&slot_emergency, c);
 }
 
 /* ---- the set of sampled pointers, for allocators other than glibc ---- */
@@ -471,10 +505,8 @@ static void *plain_alloc(struct thread_state *t, size_t n, size_t align, bool ze
                 p = memd_real.calloc(1, n);
         else
                 p = memd_real.malloc(n);
-        if (p) {
-                t->slot->mallocs++;
-                t->slot->alloc_bytes += acct_bytes(p);
-        }
+        if (p)
+                slot_alloc(t->slot, p, 0);
         return p;
 }
 
@@ -522,8 +554,7 @@ static _slowpath_ void *sampled_alloc(struct thread_state *t, size_t n, size_t a
         h->weight = weight;
         h->tag = TAG_SAMPLED;
 
-        t->slot->mallocs++;
-        t->slot->alloc_bytes += acct_bytes(base) - off;
+        slot_alloc(t->slot, base, off);
         return p;
 }
 
@@ -542,8 +573,7 @@ static _slowpath_ void sampled_free(struct thread_state *t, void *p) {
         }
         if (memd_alloc_kind != ALLOC_GLIBC)
                 sampled_set_remove(p);
-        t->slot->frees++;
-        t->slot->free_bytes += acct_bytes(base) - h->offset;
+        slot_free(t->slot, base, h->offset);
         h->tag = 0; /* a double free then fails in the allocator, as without us */
         memd_real.free(base);
 }
@@ -596,8 +626,7 @@ static _slowpath_ void free_slow(void *p) {
         }
         /* Not ours after all (a heap corruption tag, or a plain block under
          * another allocator): count it and let the allocator judge. */
-        t->slot->frees++;
-        t->slot->free_bytes += acct_bytes(p);
+        slot_free(t->slot, p, 0);
         memd_real.free(p);
 }
 
@@ -623,18 +652,21 @@ static _cold_ void *count_alloc_cold(void *p) {
                         interpose_init();
                 thread_register(t);
         }
-        t->slot->mallocs++;
-        t->slot->alloc_bytes += acct_bytes(p);
+        slot_alloc(t->slot, p, 0);
         return p;
 }
 
 static inline void *count_alloc(void *p) {
         struct slot *s = memd_thread.fast;
+        uint64_t w;
 
         if (unlikely(!p || !s))
                 return count_alloc_cold(p);
+        w = ((uint64_t *) p)[-1];
         s->mallocs++;
-        s->alloc_bytes += ((uint64_t *) p)[-1] & ~(uint64_t) 7;
+        s->alloc_bytes += w & ~(uint64_t) 7;
+        if (unlikely(w & 2))
+                count_mmapped(s, w & ~(uint64_t) 7, false);
         return p;
 }
 
@@ -660,6 +692,8 @@ _export_ void free(void *p) {
         }
         s->frees++;
         s->free_bytes += w & ~(uint64_t) 7;
+        if (unlikely(w & 2))
+                count_mmapped(s, w & ~(uint64_t) 7, true);
         memd_real.free(p);
 }
 
@@ -678,14 +712,16 @@ _export_ void *calloc(size_t nmemb, size_t size) {
 
 static inline void *realloc_plain(struct thread_state *t, void *old, size_t n) {
         uint64_t old_bytes = acct_bytes(old);
+        bool old_mmapped = is_mmapped(old);
         void *p = memd_real.realloc(old, n);
 
         if (likely(p != NULL)) {
                 /* Counted as a free and a malloc, moved or not (docs/memstats.md). */
                 t->slot->frees++;
                 t->slot->free_bytes += old_bytes;
-                t->slot->mallocs++;
-                t->slot->alloc_bytes += acct_bytes(p);
+                if (old_mmapped)
+                        count_mmapped(t->slot, old_bytes, true);
+                slot_alloc(t->slot, p, 0);
         }
         return p;
 }

@@ -67,9 +67,11 @@ MEMD_EXPORT size_t memd_gc(void);
 MEMD_EXPORT size_t memd_free_os_memory(void);
 
 /* A reclaimer drops what it can (cache eviction, pool trimming) and returns
- * the bytes it freed.  It runs on the thread calling memd_gc(), never with a
- * libmemd lock held, so it may allocate and free.  name is copied.  Returns 0,
- * -EEXIST if (fn, ctx) is registered, -ENOSPC if the table is full. */
+ * the bytes it freed.  It runs on the thread calling memd_gc(), holding only
+ * the lock that keeps cycles one at a time, so it may allocate and free; a
+ * memd_gc() or memd_free_os_memory() it calls returns 0 at once (the running
+ * cycle is that cycle).  name is copied.  Returns 0, -EEXIST if (fn, ctx) is
+ * registered, -ENOSPC if the table is full (64). */
 MEMD_EXPORT int memd_register_reclaimer(const char *name, size_t (*fn)(void *ctx), void *ctx);
 /* Once this returns, fn(ctx) is not running and will not run again (unless it
  * is called from inside that reclaimer).  Returns 0 or -ENOENT. */

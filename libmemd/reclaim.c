@@ -101,7 +101,8 @@ static uint64_t next_gc(uint64_t live_after) {
         uint64_t limit = atomic_load(&memd_config.memory_limit), goal = 0;
 
         if (memd_config.gcpercent >= 0) {
-                goal = live_after + live_after / 100 * (uint64_t) memd_config.gcpercent;
+                unsigned __int128 g = (unsigned __int128) live_after * (100 + (uint64_t) memd_config.gcpercent) / 100;
+                goal = g > UINT64_MAX ? UINT64_MAX : (uint64_t) g;
                 if (goal < (4ULL << 20))
                         goal = 4ULL << 20;
         }
@@ -235,16 +236,25 @@ static void trace_scvg(int k, uint64_t released, const struct memd_memstats *s) 
         trace_write(STDERR_FILENO, line, o.len);
 }
 
-static void trace_scav(uint64_t released, uint64_t retained) {
+/* Go 1.19's printScavTrace: "scav GEN W KiB work, R KiB total, U% util",
+ * R = HeapReleased, U = HeapInuse over the heap held from the OS. */
+static void trace_scav(uint32_t gen, uint64_t released, const struct memd_memstats *s, bool forced) {
+        uint64_t retained = s->HeapSys - s->HeapReleased;
         char line[256];
         struct buf o = { line, 0, sizeof(line) };
 
-        /* Go 1.19's scavtrace shape. */
         buf_puts(&o, "scav ");
+        buf_u64(&o, gen);
+        buf_puts(&o, " ");
         buf_u64(&o, released >> 10);
         buf_puts(&o, " KiB work, ");
-        buf_u64(&o, retained >> 10);
-        buf_puts(&o, " KiB total, 100% util\n");
+        buf_u64(&o, s->HeapReleased >> 10);
+        buf_puts(&o, " KiB total, ");
+        buf_u64(&o, retained ? s->HeapInuse * 100 / retained : 0);
+        buf_puts(&o, "% util");
+        if (forced)
+                buf_puts(&o, " (forced)");
+        buf_puts(&o, "\n");
         trace_write(STDERR_FILENO, line, o.len);
 }
 
@@ -262,6 +272,13 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released) {
         int n;
 
         interpose_init();
+        if (in_cycle) {
+                /* A reclaimer asking for a cycle from inside one: the running
+                 * cycle already does it (and its trim, if it scavenges). */
+                if (ret_released)
+                        *ret_released = 0;
+                return 0;
+        }
         pthread_mutex_lock(&cycle_lock);
         in_cycle = true;
 
@@ -338,7 +355,7 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released) {
                 if (memd_config.gctrace)
                         trace_scvg(k, released, &after);
                 if (memd_config.scavtrace)
-                        trace_scav(released, after.HeapSys - after.HeapReleased);
+                        trace_scav(n_gc, released, &after, forced);
         }
 
         in_cycle = false;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -18,9 +19,8 @@
  *   - other arenas are anonymous rw mappings at 64 MiB-aligned addresses whose
  *     first words are a valid heap_info (ar_ptr set, size <= mprotect_size ==
  *     the mapping's length);
- *   - mmapped chunks are anonymous rw mappings that parse, from their start,
- *     as a sequence of chunks with prev_size 0 and IS_MMAPPED sizes tiling
- *     the mapping exactly.
+ *   - mmapped chunks are counted by the hooks themselves (IS_MMAPPED is in
+ *     the size field they load anyway).
  * Residency comes from mincore() on the arena mappings.  docs/memstats.md
  * gives the arithmetic and the accuracy of every figure.
  */
@@ -29,8 +29,6 @@
 struct heap_scan {
         uint64_t arena_sys;
         uint64_t arena_resident;
-        uint64_t mmapped_sys;
-        uint64_t mmapped_n;
 };
 
 static uint64_t resident_bytes(uintptr_t start, uintptr_t end) {
@@ -53,6 +51,15 @@ static uint64_t resident_bytes(uintptr_t start, uintptr_t end) {
         return resident * page;
 }
 
+/* Reads our own memory without trusting that it is still mapped: another
+ * thread may unmap it between reading /proc/self/maps and here, and a plain
+ * load would then kill the host. */
+static bool peek(uintptr_t addr, void *buf, size_t len) {
+        struct iovec local = { buf, len }, remote = { (void *) addr, len };
+
+        return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t) len;
+}
+
 /* glibc's heap_info, the header of a non-main arena's heap. */
 struct glibc_heap_info {
         void *ar_ptr;
@@ -60,25 +67,6 @@ struct glibc_heap_info {
         size_t size;
         size_t mprotect_size;
 };
-
-static bool mmapped_chunks(uintptr_t start, uintptr_t end, struct heap_scan *h) {
-        size_t page = (size_t) sysconf(_SC_PAGESIZE);
-        uint64_t n = 0;
-        uintptr_t a = start;
-
-        while (a < end) {
-                const uint64_t *w = (const uint64_t *) a;
-                uint64_t size = w[1] & ~(uint64_t) 7;
-
-                if (w[0] != 0 || (w[1] & 7) != 2 || size == 0 || size % page || size > end - a)
-                        return false;
-                a += size;
-                n++;
-        }
-        h->mmapped_sys += end - start;
-        h->mmapped_n += n;
-        return true;
-}
 
 static void classify(uintptr_t start, uintptr_t end, const char *perms, const char *path, struct heap_scan *h) {
         if (!strcmp(path, "[heap]")) {
@@ -89,14 +77,14 @@ static void classify(uintptr_t start, uintptr_t end, const char *perms, const ch
         if (*path || strncmp(perms, "rw-p", 4))
                 return;
         if (start % ARENA_HEAP_MAX == 0) {
-                const struct glibc_heap_info *hi = (const void *) start;
-                if (hi->ar_ptr && hi->size <= hi->mprotect_size && hi->mprotect_size == end - start) {
+                struct glibc_heap_info hi;
+                if (peek(start, &hi, sizeof(hi)) && hi.ar_ptr && hi.size <= hi.mprotect_size &&
+                    hi.mprotect_size == end - start) {
                         h->arena_sys += end - start;
                         h->arena_resident += resident_bytes(start, end);
                         return;
                 }
         }
-        mmapped_chunks(start, end, h);
 }
 
 /* Reads a whole /proc file into an mmap'd buffer (no malloc: this also runs
@@ -177,25 +165,23 @@ static int scan_maps(const char *maps_path, struct heap_scan *h) {
         return 0;
 }
 
-static void heap_glibc(const char *maps_path, struct memd_memstats *s) {
+static void heap_glibc(const char *maps_path, struct memd_memstats *s, uint64_t mmapped_bytes,
+                       uint64_t mmapped_n) {
         struct heap_scan h = {};
-        uint64_t arena_alloc, arena_objects, arena_inuse;
+        uint64_t arena_alloc, arena_objects, arena_inuse, mmapped_usable = mmapped_bytes - 16 * mmapped_n;
 
         if (scan_maps(maps_path, &h) < 0) {
                 s->HeapSys = s->HeapInuse = s->HeapAlloc;
                 return;
         }
-        /* Live mmapped chunks were counted 8 bytes above their usable size. */
-        s->HeapAlloc -= s->HeapAlloc > 8 * h.mmapped_n ? 8 * h.mmapped_n : s->HeapAlloc;
-        s->Alloc = s->HeapAlloc;
         /* Usable bytes live in arena chunks, plus their 8-byte size fields. */
-        arena_alloc = s->HeapAlloc > h.mmapped_sys - 16 * h.mmapped_n ? s->HeapAlloc - (h.mmapped_sys - 16 * h.mmapped_n) : 0;
-        arena_objects = s->HeapObjects > h.mmapped_n ? s->HeapObjects - h.mmapped_n : 0;
+        arena_alloc = s->HeapAlloc > mmapped_usable ? s->HeapAlloc - mmapped_usable : 0;
+        arena_objects = s->HeapObjects > mmapped_n ? s->HeapObjects - mmapped_n : 0;
         arena_inuse = arena_alloc + 8 * arena_objects;
         if (arena_inuse > h.arena_sys)
                 arena_inuse = h.arena_sys;
-        s->HeapSys = h.arena_sys + h.mmapped_sys;
-        s->HeapInuse = arena_inuse + h.mmapped_sys;
+        s->HeapSys = h.arena_sys + mmapped_bytes;
+        s->HeapInuse = arena_inuse + mmapped_bytes;
         s->HeapIdle = s->HeapSys - s->HeapInuse;
         s->HeapReleased = h.arena_sys - h.arena_resident;
         if (s->HeapReleased > s->HeapIdle)
@@ -229,9 +215,12 @@ static void heap_jemalloc(struct memd_memstats *s) {
 }
 
 int stats_read_heap(const char *maps_path, struct memd_memstats *s) {
+        struct counters c;
+
         switch (memd_alloc_kind) {
         case ALLOC_GLIBC:
-                heap_glibc(maps_path, s);
+                interpose_counters(&c);
+                heap_glibc(maps_path, s, c.mmap_alloc_bytes - c.mmap_free_bytes, c.mmap_allocs - c.mmap_frees);
                 break;
         case ALLOC_JEMALLOC:
                 heap_jemalloc(s);
@@ -280,15 +269,18 @@ int stats_read_proc(const char *smaps_rollup, const char *status, struct memd_me
 }
 
 void stats_counters(struct memd_memstats *s) {
-        uint64_t mallocs, frees, ab, fb;
+        struct counters c;
+        uint64_t live_mmapped;
 
-        interpose_counters(&mallocs, &frees, &ab, &fb);
-        s->Mallocs = mallocs;
-        s->Frees = frees;
-        /* The counters hold usable + 8 bytes per block (interpose.c). */
-        s->HeapObjects = mallocs > frees ? mallocs - frees : 0;
-        s->TotalAlloc = ab - 8 * mallocs;
-        s->HeapAlloc = ab - fb - 8 * s->HeapObjects;
+        interpose_counters(&c);
+        /* The counters hold usable + 8 bytes per block, + 16 for mmapped
+         * chunks (interpose.c). */
+        s->HeapObjects = c.mallocs > c.frees ? c.mallocs - c.frees : 0;
+        live_mmapped = c.mmap_allocs > c.mmap_frees ? c.mmap_allocs - c.mmap_frees : 0;
+        s->Mallocs = c.mallocs;
+        s->Frees = c.frees;
+        s->TotalAlloc = c.alloc_bytes - 8 * c.mallocs - 8 * c.mmap_allocs;
+        s->HeapAlloc = c.alloc_bytes - c.free_bytes - 8 * s->HeapObjects - 8 * live_mmapped;
         if ((int64_t) s->HeapAlloc < 0)
                 s->HeapAlloc = 0;
         s->Alloc = s->HeapAlloc;

@@ -110,7 +110,7 @@ void memd_warn(const char *msg) {
 
         buf_puts(&b, "libmemd: ");
         buf_puts(&b, msg);
-        buf_putc(&b, '\n');
+        line[b.len++] = '\n'; /* the byte kept free above: a long message is cut, never its newline */
         trace_write(STDERR_FILENO, line, b.len);
 }
 
