@@ -5,21 +5,27 @@
 #include <math.h>
 #include <string.h>
 
-#include "config.h"
 #include "internal.h"
 
 /*
  * Stacks come from libunwind's unw_backtrace (the .eh_frame walk with its
- * per-thread cache: ~0.2-0.4 us for 23 frames measured here), because most
- * distribution binaries have no frame pointers and a frame-pointer walk over
- * them returns wrong stacks silently.  At the default rate that is about one
- * sample per 900 malloc/free pairs, i.e. < 0.5 ns per pair.  libunwind is
- * dlopen'ed RTLD_LOCAL, so its own `backtrace` symbol cannot shadow glibc's in
- * the host; if it is missing, glibc's backtrace() (libgcc's unwinder, ~3 us,
- * prewarmed here because its first call dlopens libgcc_s) is the fallback.
+ * per-thread cache: 0.4-0.8 us for 25 frames, tests/bench/unwind-bench.c),
+ * because most distribution binaries have no frame pointers and a
+ * frame-pointer walk over them returns wrong stacks silently.  At the default
+ * rate that is one capture per ~900 malloc/free pairs: < 1 ns per pair.
+ *
+ * libunwind is a DT_NEEDED of libmemd, not dlopen'ed: a dlopen'ed library's
+ * TLS is allocated lazily, with malloc, on each thread's first use — inside
+ * the sampled path, counted as the program's.  Loaded at start it lives in
+ * static TLS.  Its own `backtrace` symbol does not shadow glibc's: the loader
+ * searches breadth-first, and libc (the program's dependency) comes before
+ * libunwind (ours).  MEMD_DEBUG=unwind=backtrace uses glibc's backtrace()
+ * (libgcc's unwinder, ~10 us, prewarmed here: its first call dlopens libgcc_s).
  */
-typedef int (*unw_backtrace_fn)(void **buf, int size);
-static unw_backtrace_fn unw_backtrace_p;
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+
+static bool use_libunwind = true;
 
 /* Frames that are allocator entry points, never a leaf of a recorded stack:
  * libmemd itself and C++'s operator new family. */
@@ -65,21 +71,15 @@ void sample_init(void) {
                 "_ZnwmSt11align_val_t", "_ZnamSt11align_val_t",
                 "_ZnwmSt11align_val_tRKSt9nothrow_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
         };
-        void *h;
 
         dl_iterate_phdr(self_phdr, (void *) (uintptr_t) sample_init);
         for (size_t i = 0; i < sizeof(operator_new) / sizeof(operator_new[0]); i++)
                 skip_symbol(operator_new[i]);
 
-        if (memd_config.unwinder != UNWIND_BACKTRACE) {
-                h = dlopen(MEMD_LIBUNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);
-                if (h)
-                        unw_backtrace_p = (unw_backtrace_fn) dlsym(h, "unw_backtrace");
-                if (!unw_backtrace_p && memd_config.unwinder == UNWIND_LIBUNWIND)
-                        memd_warn("MEMD_DEBUG=unwind=libunwind: cannot load " MEMD_LIBUNWIND_SONAME "; using glibc backtrace()");
-        }
-        if (!unw_backtrace_p) {
+        if (memd_config.unwinder == UNWIND_BACKTRACE) {
                 void *warm[4];
+
+                use_libunwind = false;
                 backtrace(warm, 4);
         }
 }
@@ -96,8 +96,8 @@ int sample_stack(uintptr_t *pcs, int max, int skip _unused_) {
         void *raw[PROFILE_MAX_DEPTH + 16];
         int n, first = 0;
 
-        if (unw_backtrace_p)
-                n = unw_backtrace_p(raw, (int) (sizeof(raw) / sizeof(raw[0])));
+        if (use_libunwind)
+                n = unw_backtrace(raw, (int) (sizeof(raw) / sizeof(raw[0])));
         else
                 n = backtrace(raw, (int) (sizeof(raw) / sizeof(raw[0])));
         if (n <= 0)

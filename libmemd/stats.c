@@ -68,6 +68,23 @@ struct glibc_heap_info {
         size_t mprotect_size;
 };
 
+/* A non-main arena heap starts at a 64 MiB boundary with a heap_info whose
+ * ar_ptr points at the arena: the first heap's own malloc_state, just past
+ * its heap_info, so always a few dozen bytes past a 64 MiB boundary. */
+static bool arena_heap_at(uintptr_t a, uintptr_t end, uint64_t *ret_len) {
+        struct glibc_heap_info hi;
+
+        if (!peek(a, &hi, sizeof(hi)) || !hi.ar_ptr || (uintptr_t) hi.ar_ptr % ARENA_HEAP_MAX > 4096)
+                return false;
+        if (hi.prev && (uintptr_t) hi.prev % ARENA_HEAP_MAX)
+                return false;
+        if (hi.size > hi.mprotect_size || hi.mprotect_size > ARENA_HEAP_MAX || hi.mprotect_size % 4096 ||
+            hi.mprotect_size == 0 || hi.mprotect_size > end - a)
+                return false;
+        *ret_len = hi.mprotect_size;
+        return true;
+}
+
 static void classify(uintptr_t start, uintptr_t end, const char *perms, const char *path, struct heap_scan *h) {
         if (!strcmp(path, "[heap]")) {
                 h->arena_sys += end - start;
@@ -76,13 +93,16 @@ static void classify(uintptr_t start, uintptr_t end, const char *perms, const ch
         }
         if (*path || strncmp(perms, "rw-p", 4))
                 return;
-        if (start % ARENA_HEAP_MAX == 0) {
-                struct glibc_heap_info hi;
-                if (peek(start, &hi, sizeof(hi)) && hi.ar_ptr && hi.size <= hi.mprotect_size &&
-                    hi.mprotect_size == end - start) {
-                        h->arena_sys += end - start;
-                        h->arena_resident += resident_bytes(start, end);
-                        return;
+        /* Full heaps of one arena sit side by side and the kernel merges
+         * them (and sometimes a neighbour) into one mapping: look at every
+         * 64 MiB boundary inside it. */
+        for (uintptr_t a = (start + ARENA_HEAP_MAX - 1) & ~(ARENA_HEAP_MAX - 1); a < end && a >= start;
+             a += ARENA_HEAP_MAX) {
+                uint64_t len;
+
+                if (arena_heap_at(a, end, &len)) {
+                        h->arena_sys += len;
+                        h->arena_resident += resident_bytes(a, a + len);
                 }
         }
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # common.sh - shared setup for the libmemd integration tests (sourced, not run).
 #
 # Needs MEMD_BUILD (the meson build root) and MEMD_SRC (the source root), as
@@ -22,6 +23,11 @@ for f in /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/*/libjemalloc.so.2 
 done
 
 [ -e "$LIBMEMD" ] || skip "libmemd.so not built ($LIBMEMD)"
+# An ASan/TSan build of libmemd cannot be preloaded into other programs (the
+# sanitizer runtime must come first in the initial library list).
+if needed=$(readelf -d "$LIBMEMD" 2>/dev/null) && grep -Eq 'lib(a|t)san' <<<"$needed"; then
+        skip "libmemd.so is built with ASan/TSan: it cannot be LD_PRELOADed into other programs"
+fi
 
 # Nothing from the caller's environment may change what libmemd does here.
 for v in $(env | sed -n 's/^\(MEMD_[A-Za-z0-9_]*\)=.*/\1/p'); do
@@ -36,7 +42,7 @@ cleanup() { rm -rf "$tmp"; }
 trap cleanup EXIT
 
 # go/pprof must not write to $HOME.
-export HOME=$tmp/home GOCACHE=$tmp/gocache PPROF_TMPDIR=$tmp/pprof GOFLAGS= GOTOOLCHAIN=local
+export HOME=$tmp/home GOCACHE=$tmp/gocache PPROF_TMPDIR=$tmp/pprof GOFLAGS='' GOTOOLCHAIN=local
 mkdir -p "$HOME" "$GOCACHE" "$PPROF_TMPDIR"
 
 need_prog() {
@@ -49,12 +55,13 @@ need_prog() {
 # run_preloaded CMD...: CMD under libmemd.
 run_preloaded() { LD_PRELOAD=$LIBMEMD "$@"; }
 
-# Prints how long CMD... took (wall, seconds) to stderr; returns CMD's status.
+# Runs CMD..., sets $elapsed to its wall time in seconds; returns CMD's status.
+elapsed=0
 timed() {
         local t0 t1 r=0
         t0=$(date +%s.%N)
         "$@" || r=$?
         t1=$(date +%s.%N)
-        awk -v a="$t0" -v b="$t1" 'BEGIN { printf "   (%.2f s)\n", b - a }' >&2
+        elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
         return $r
 }
