@@ -1,4 +1,5 @@
 /* test-bucket.c - Check suite for bucket.c: one bucket per stack, alloc/free figures, snapshots, the full table. */
+#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -306,17 +307,5 @@ static Suite *bucket_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(bucket_suite());
-        int failed;
-
-        if (srunner_fork_status(sr) == CK_NOFORK) {
-                /* The tests rely on a fresh table each. */
-                fprintf(stderr, "test-bucket needs Check's fork mode (CK_FORK=no is set)\n");
-                srunner_free(sr);
-                return 77;
-        }
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_main(bucket_suite(), "test-bucket", true);
 }

@@ -1,4 +1,5 @@
 /* test-env.c - Check suite for env.c: size parsing and reading MEMD_* once, one warning per bad value. */
+#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <stdint.h>
@@ -423,11 +424,5 @@ static Suite *env_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(env_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_main(env_suite(), "test-env", false);
 }

@@ -1,5 +1,6 @@
 /* test-profile.c - Check suite for profile.c: pprof protobuf, legacy text, folded, build-ids. */
 
+#include "unit.h"
 #include <check.h>
 #include <elf.h>
 #include <errno.h>
@@ -1056,11 +1057,5 @@ static Suite *profile_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(profile_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_main(profile_suite(), "test-profile", false);
 }

@@ -1,4 +1,5 @@
 /* test-reclaim.c - Check suite for reclaim.c: reclaimers, GC history, the heap goal, gctrace/scvg lines. */
+#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -647,16 +648,5 @@ static Suite *reclaim_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(reclaim_suite());
-        int failed;
-
-        if (srunner_fork_status(sr) == CK_NOFORK) {
-                fprintf(stderr, "test-reclaim needs Check's fork mode (CK_FORK=no is set)\n");
-                srunner_free(sr);
-                return 77;
-        }
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_main(reclaim_suite(), "test-reclaim", true);
 }

@@ -1,4 +1,5 @@
 /* test-sample.c - Check suite for sample.c: exponential intervals, sample weights, unbiased byte estimates, stacks. */
+#include "unit.h"
 #include <check.h>
 #include <link.h>
 #include <math.h>
@@ -356,11 +357,5 @@ static Suite *sample_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(sample_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_main(sample_suite(), "test-sample", false);
 }

@@ -1,4 +1,5 @@
 /* test-stats.c - Check suite for stats.c: counter algebra, /proc figures from fixtures, glibc heap figures from this process's own heap. */
+#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -688,16 +689,5 @@ static Suite *stats_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(stats_suite());
-        int failed;
-
-        if (srunner_fork_status(sr) == CK_NOFORK) {
-                fprintf(stderr, "test-stats needs Check's fork mode (CK_FORK=no is set)\n");
-                srunner_free(sr);
-                return 77;
-        }
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_main(stats_suite(), "test-stats", true);
 }

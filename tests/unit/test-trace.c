@@ -1,4 +1,5 @@
 /* test-trace.c - Check suite for trace.c: malloc-free number formatting (Go's fmtNSAsMS / itoaDiv), bounded buffers, warnings. */
+#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <stdint.h>
@@ -298,11 +299,5 @@ static Suite *trace_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(trace_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return unit_main(trace_suite(), "test-trace", false);
 }
