@@ -1,5 +1,4 @@
 /* test-bucket.c - Check suite for bucket.c: one bucket per stack, alloc/free figures, snapshots, the full table. */
-#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +12,7 @@
 
 #include "internal.h"
 #include "capture.h"
+#include "unit.h"
 
 /* sample.c's memd_set_profile_rate, replaced by a recorder. */
 static int set_rate_calls;

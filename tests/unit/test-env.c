@@ -1,5 +1,4 @@
 /* test-env.c - Check suite for env.c: size parsing and reading MEMD_* once, one warning per bad value. */
-#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <stdint.h>
@@ -8,6 +7,7 @@
 
 #include "internal.h"
 #include "capture.h"
+#include "unit.h"
 
 /* ---- env_parse_size ------------------------------------------------------ */
 

@@ -1,6 +1,5 @@
 /* test-profile.c - Check suite for profile.c: pprof protobuf, legacy text, folded, build-ids. */
 
-#include "unit.h"
 #include <check.h>
 #include <elf.h>
 #include <errno.h>
@@ -17,6 +16,7 @@
 #include <zlib.h>
 
 #include "profile.h"
+#include "unit.h"
 
 /* ---- return addresses inside this binary -------------------------------- */
 

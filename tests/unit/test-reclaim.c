@@ -1,5 +1,4 @@
 /* test-reclaim.c - Check suite for reclaim.c: reclaimers, GC history, the heap goal, gctrace/scvg lines. */
-#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +12,7 @@
 
 #include "internal.h"
 #include "capture.h"
+#include "unit.h"
 
 #define MiB (1ULL << 20)
 

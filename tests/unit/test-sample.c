@@ -1,5 +1,4 @@
 /* test-sample.c - Check suite for sample.c: exponential intervals, sample weights, unbiased byte estimates, stacks. */
-#include "unit.h"
 #include <check.h>
 #include <link.h>
 #include <math.h>
@@ -10,6 +9,7 @@
 
 #include "internal.h"
 #include "capture.h"
+#include "unit.h"
 
 /* Globals sample.c reads; the test owns them. */
 struct memd_config memd_config;

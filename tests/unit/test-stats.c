@@ -1,5 +1,4 @@
 /* test-stats.c - Check suite for stats.c: counter algebra, /proc figures from fixtures, glibc heap figures from this process's own heap. */
-#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +13,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "unit.h"
 
 /* Under ASan malloc is ASan's, not glibc's, and its shadow mappings are
  * anonymous rw mappings stats.c must not be pointed at from instrumented

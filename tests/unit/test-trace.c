@@ -1,5 +1,4 @@
 /* test-trace.c - Check suite for trace.c: malloc-free number formatting (Go's fmtNSAsMS / itoaDiv), bounded buffers, warnings. */
-#include "unit.h"
 #include <check.h>
 #include <errno.h>
 #include <stdint.h>
@@ -11,6 +10,7 @@
 
 #include "internal.h"
 #include "capture.h"
+#include "unit.h"
 
 /* A buffer with guard bytes after its capacity: nothing may land there. */
 struct guarded {
