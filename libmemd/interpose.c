@@ -447,9 +447,15 @@ __attribute__((constructor)) static void interpose_constructor(void) {
 
 /* ---- the sampled path ---- */
 
+/* The countdown is never negative: a call hits it when its size reaches the
+ * bytes left (an unsigned compare, so no size can wrap it), else it pays
+ * them.  A thread's first call always hits (countdown 0): that registers
+ * the thread, so the fast paths after it can count without checking. */
 static inline bool countdown_hit(struct thread_state *t, size_t n) {
-        t->countdown = (int64_t) ((uint64_t) t->countdown - n);
-        return unlikely(t->countdown <= 0);
+        if (unlikely(n >= (uint64_t) t->countdown))
+                return true;
+        t->countdown -= (int64_t) n;
+        return false;
 }
 
 /* Draws the next countdown for this thread.  rate 1 means every allocation. */
@@ -636,23 +642,11 @@ static _slowpath_ void free_slow(void *p) {
  * thread's slot; usable sizes come from the glibc size field, already in
  * cache.  Everything else lives in the _slowpath_ functions above. */
 
-/* Counts a fresh block off the fast path: another allocator, a failed call,
- * or a thread whose first call was an impossible size (> 2^63 bytes wraps the
- * countdown past the check that registers threads). */
+/* Counts a fresh block off the fast path: another allocator, or a failed
+ * call. */
 static _cold_ void *count_alloc_cold(void *p) {
-        struct thread_state *t = &memd_thread;
-
-        if (!p) {
-                if (t->countdown > INT64_C(1) << 62)
-                        t->countdown = 0;
-                return p;
-        }
-        if (unlikely(!t->slot)) {
-                if (atomic_load_explicit(&init_stage, memory_order_acquire) != 2)
-                        interpose_init();
-                thread_register(t);
-        }
-        slot_alloc(t->slot, p, 0);
+        if (p)
+                slot_alloc(memd_thread.slot, p, 0);
         return p;
 }
 
@@ -686,14 +680,13 @@ _export_ void free(void *p) {
                 return;
         }
         w = ((uint64_t *) p)[-1];
-        if (unlikely(w & TAG_BIT)) {
+        /* One test for our tag and for IS_MMAPPED (large blocks only). */
+        if (unlikely(w & (TAG_BIT | 2))) {
                 free_slow(p);
                 return;
         }
         s->frees++;
         s->free_bytes += w & ~(uint64_t) 7;
-        if (unlikely(w & 2))
-                count_mmapped(s, w & ~(uint64_t) 7, true);
         memd_real.free(p);
 }
 
