@@ -36,7 +36,19 @@ run() {
         fi
         case $name in
         plain) grep -q 'libmemd absent' "$tmp/out" || { echo "FAIL [$name]: libmemd found without it" >&2; failed=$((failed + 1)); } ;;
-        *) grep -q 'libmemd present' "$tmp/out" || { echo "FAIL [$name]: libmemd not found by dlsym" >&2; failed=$((failed + 1)); } ;;
+        *)
+                grep -q 'libmemd present' "$tmp/out" || { echo "FAIL [$name]: libmemd not found by dlsym" >&2; failed=$((failed + 1)); return 0; }
+                # dlsym finds libmemd's API wherever it sits in LD_PRELOAD;
+                # only its counters show that the program's malloc reaches it
+                # (an allocator ahead of it in the list would take every call).
+                local mallocs allocs
+                mallocs=$(sed -nE 's/^stress: after free: .*Mallocs \+([0-9]+),.*/\1/p' "$tmp/out")
+                allocs=$(sed -nE 's/^stress: ([0-9]+) allocations, .*/\1/p' "$tmp/out")
+                if [ -z "$mallocs" ] || [ -z "$allocs" ] || [ "$allocs" -eq 0 ] || [ "$mallocs" -lt "$allocs" ]; then
+                        echo "FAIL [$name]: libmemd did not see the program's allocations (Mallocs +${mallocs:-?} for ${allocs:-?} allocations)" >&2
+                        failed=$((failed + 1))
+                fi
+                ;;
         esac
 }
 
@@ -61,6 +73,9 @@ elif [ "$n" -ne 4 ]; then
 fi
 # Another allocator beneath libmemd: it must forward to jemalloc, not glibc
 # (pvalloc included: jemalloc has none, glibc's would hand it a foreign block).
+# libmemd comes first in LD_PRELOAD: the list is searched in order, so
+# "$JEMALLOC:$LIBMEMD" would give the program jemalloc's malloc and libmemd
+# would see nothing (run() checks that its Mallocs counter moved).
 if [ -n "$JEMALLOC" ]; then
         run jemalloc-below env LD_PRELOAD="$LIBMEMD:$JEMALLOC" "$PROGS/stress" -i "$iters"
         run jemalloc-below-rate1 env LD_PRELOAD="$LIBMEMD:$JEMALLOC" MEMD_PROFILE_RATE=1 "$PROGS/stress" -i "$((iters / 4))" -s 9

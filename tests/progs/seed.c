@@ -1,15 +1,29 @@
 /* seed.c - the seed scenario: a 1 GiB cache of small entries, freed, and how fast and how far the memory goes back to the OS. */
 
 /*
- * N threads fill a cache of ENTRIES entries of ENTRY_BYTES each; then either
- * the program frees them all (-m app, the default; -k keeps one entry alive,
- * which pins glibc's heap top) or it leaves them to a reclaimer registered
- * with memd_register_reclaimer (-m reclaimer), which the forced GC inside
- * memd_free_os_memory() runs.  The libmemd entry points are looked up with
- * dlsym so that the program also runs without the library; then it uses
- * malloc_trim(0) instead of memd_free_os_memory().
+ * N threads fill a hash-table cache of ENTRIES entries; each entry is three
+ * allocations, as a C cache keyed by strings has them (the layout of
+ * tests/bench/seed-scenario.c): a 40-byte node, its key string (20 bytes)
+ * and an ENTRY_BYTES value (1 KiB by default), 1M x (48 + 32 + 1040) bytes of
+ * chunks = 1.04 GiB.  The two small chunks of every entry are what glibc puts
+ * in its fastbins when they are freed: they sit between the values and keep
+ * them from coalescing until a full consolidation walk (malloc_trim), so with
+ * plain glibc RSS stays up after the free and malloc_trim(0) is slow.
+ * libmemd turns fastbins off (mallopt(M_MXFAST, 0)).
  *
- * Output on stdout, one "key=value ..." line per phase:
+ * Each thread fills one shard of the table (its own arena with glibc).  Then
+ * either the program empties the cache in table order, as a cache clear does
+ * (-m app, the default; -k keeps the entry allocated last alive, which pins
+ * the top of its heap), or it leaves it to a reclaimer registered with
+ * memd_register_reclaimer (-m reclaimer), which the forced GC inside
+ * memd_free_os_memory() runs; either way all three allocations of an entry
+ * are freed.  The libmemd entry points are looked up with dlsym so that the
+ * program also runs without the library; then it uses malloc_trim(0)
+ * instead of memd_free_os_memory().
+ *
+ * Output on stdout, one "key=value ..." line per phase (entry_bytes is the
+ * value's size, as -b sets it; reclaimed_bytes counts the bytes requested for
+ * node, key and value):
  *   seed threads=N entries=N entry_bytes=N keep=0|1 mode=app|reclaimer lib=memd|none
  *   fill rss_kib=N ms=F
  *   free rss_kib=N ms=F                        (mode=app)
@@ -19,10 +33,12 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,10 +49,31 @@
 typedef int (*register_fn)(const char *name, size_t (*fn)(void *ctx), void *ctx);
 typedef size_t (*size_fn)(void);
 
+#define MAX_THREADS 256
+
+/* One cache entry: the node, and the key and value it points to. */
+struct entry {
+        struct entry *next;
+        char *key;
+        char *value;
+        size_t value_bytes;
+        uint64_t hash;
+};
+
+/* One shard per filling thread, so filling takes no lock.  The bucket array
+ * is not part of the cache's heap: it is mmapped, out of malloc. */
+struct shard {
+        struct entry **buckets;
+        size_t n_buckets;
+        size_t from, to;        /* entry numbers this shard's thread inserts */
+        size_t value_bytes;
+};
+
 struct cache {
-        char **entries;
+        struct shard shards[MAX_THREADS];
+        size_t n_shards;
         size_t n_entries;
-        size_t entry_bytes;
+        size_t entry_bytes;     /* of each value */
         size_t keep;            /* entries to leave alive (0 or 1) */
         bool filled;
 };
@@ -44,51 +81,113 @@ struct cache {
 static atomic_uint reclaimer_calls;
 static atomic_size_t reclaimed_bytes;
 
-struct filler {
-        struct cache *cache;
-        size_t from, to;
-};
-
 static double now_ms(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Without stdio: a FILE is a malloc'd chunk, and once freed it sits in the
+ * tcache right above the last entry and pins the heap top. */
 static long rss_kib(void) {
+        char buf[128];
         long size, resident;
-        FILE *f = fopen("/proc/self/statm", "r");
-        if (!f)
+        int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
                 return -1;
-        if (fscanf(f, "%ld %ld", &size, &resident) != 2)
-                resident = -1;
-        fclose(f);
-        return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return -1;
+        buf[n] = 0;
+        if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
+                return -1;
+        return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void *xmalloc(size_t n) {
+        void *p = malloc(n);
+        if (!p) {
+                fprintf(stderr, "seed: out of memory (%zu bytes)\n", n);
+                exit(2);
+        }
+        return p;
+}
+
+static uint64_t hash_str(const char *s) {
+        uint64_t h = UINT64_C(1469598103934665603);     /* FNV-1a */
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+        return h;
+}
+
+static void make_key(char *buf, size_t size, size_t i) {
+        snprintf(buf, size, "cache-key-%09zu", i);
 }
 
 static void *fill_main(void *arg) {
-        struct filler *f = arg;
-        for (size_t i = f->from; i < f->to; i++) {
-                char *p = malloc(f->cache->entry_bytes);
-                if (!p) {
-                        fprintf(stderr, "seed: out of memory at entry %zu\n", i);
-                        exit(2);
-                }
-                memset(p, (int)(i & 0xff), f->cache->entry_bytes);
-                f->cache->entries[i] = p;
+        struct shard *sh = arg;
+        char key[32];
+
+        for (size_t i = sh->from; i < sh->to; i++) {
+                struct entry *e = xmalloc(sizeof(*e));
+                make_key(key, sizeof(key), i);
+                e->key = xmalloc(strlen(key) + 1);
+                strcpy(e->key, key);
+                e->value = xmalloc(sh->value_bytes);
+                memset(e->value, (int)(i & 0xff), sh->value_bytes);
+                e->value_bytes = sh->value_bytes;
+                e->hash = hash_str(key);
+                struct entry **b = &sh->buckets[e->hash % sh->n_buckets];
+                e->next = *b;
+                *b = e;
         }
         return NULL;
 }
 
-/* Frees every entry but the last `keep`; returns the bytes freed. */
+/* The entry with the highest entry number: the last one its thread
+ * allocated, so the chunks right below the top of its heap. */
+static struct entry *find_last(const struct shard *sh) {
+        char key[32];
+        make_key(key, sizeof(key), sh->to - 1);
+        uint64_t h = hash_str(key);
+        for (struct entry *e = sh->buckets[h % sh->n_buckets]; e; e = e->next)
+                if (e->hash == h && strcmp(e->key, key) == 0)
+                        return e;
+        return NULL;
+}
+
+/* Frees node, key and value; returns the bytes requested for them. */
+static size_t entry_free(struct entry *e) {
+        size_t bytes = sizeof(*e) + strlen(e->key) + 1 + e->value_bytes;
+        free(e->value);
+        free(e->key);
+        free(e);
+        return bytes;
+}
+
+/* Frees every entry in table order but the last allocated one if c->keep;
+ * returns the bytes freed. */
 static size_t cache_drop(struct cache *c) {
         size_t freed = 0;
         if (!c->filled)
                 return 0;
-        for (size_t i = 0; i + c->keep < c->n_entries; i++) {
-                free(c->entries[i]);
-                c->entries[i] = NULL;
-                freed += c->entry_bytes;
+        const struct entry *kept = c->keep ? find_last(&c->shards[c->n_shards - 1]) : NULL;
+        for (size_t i = 0; i < c->n_shards; i++) {
+                struct shard *sh = &c->shards[i];
+                for (size_t b = 0; b < sh->n_buckets; b++) {
+                        struct entry *e = sh->buckets[b], *next;
+                        sh->buckets[b] = NULL;
+                        for (; e; e = next) {
+                                next = e->next;
+                                if (e == kept) {
+                                        e->next = NULL;
+                                        sh->buckets[b] = e;
+                                        continue;
+                                }
+                                freed += entry_free(e);
+                        }
+                }
         }
         c->filled = false;
         return freed;
@@ -131,7 +230,7 @@ int main(int argc, char **argv) {
                 default: usage();
                 }
         }
-        if (nthreads == 0 || nthreads > 256 || cache.n_entries < nthreads || cache.entry_bytes == 0)
+        if (nthreads == 0 || nthreads > MAX_THREADS || cache.n_entries < nthreads || cache.entry_bytes == 0)
                 usage();
 
         register_fn reg = (register_fn)dlsym(RTLD_DEFAULT, "memd_register_reclaimer");
@@ -144,12 +243,22 @@ int main(int argc, char **argv) {
                reclaimer_mode ? "reclaimer" : "app", lib ? "memd" : "none");
         fflush(stdout);
 
-        /* The index is not part of the cache's heap: keep it out of malloc. */
-        cache.entries = mmap(NULL, cache.n_entries * sizeof(char *), PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (cache.entries == MAP_FAILED) {
-                perror("seed: mmap");
-                return 2;
+        /* The table: one shard per filling thread, its buckets mmapped. */
+        cache.n_shards = nthreads;
+        for (size_t i = 0; i < nthreads; i++) {
+                struct shard *sh = &cache.shards[i];
+                *sh = (struct shard) {
+                        .from = cache.n_entries * i / nthreads,
+                        .to = cache.n_entries * (i + 1) / nthreads,
+                        .value_bytes = cache.entry_bytes,
+                };
+                sh->n_buckets = sh->to - sh->from;
+                sh->buckets = mmap(NULL, sh->n_buckets * sizeof(*sh->buckets), PROT_READ | PROT_WRITE,
+                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (sh->buckets == MAP_FAILED) {
+                        perror("seed: mmap");
+                        return 2;
+                }
         }
         if (lib) {
                 int r = reg("seed-cache", cache_reclaim, &cache);
@@ -160,12 +269,9 @@ int main(int argc, char **argv) {
         }
 
         double t0 = now_ms();
-        pthread_t tids[256];
-        struct filler fillers[256];
+        pthread_t tids[MAX_THREADS];
         for (size_t i = 0; i < nthreads; i++) {
-                fillers[i] = (struct filler) { &cache, cache.n_entries * i / nthreads,
-                                               cache.n_entries * (i + 1) / nthreads };
-                int r = pthread_create(&tids[i], NULL, fill_main, &fillers[i]);
+                int r = pthread_create(&tids[i], NULL, fill_main, &cache.shards[i]);
                 if (r != 0) {
                         fprintf(stderr, "seed: pthread_create: %s\n", strerror(r));
                         return 2;
