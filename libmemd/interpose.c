@@ -501,7 +501,7 @@ static uint64_t slow_decide(struct thread_state *t) {
         return rate;
 }
 
-/* Allocates a sampled block: header + user area, aligned to align (0 = malloc's). */
+/* Allocates and counts a block that is not sampled. */
 static void *plain_alloc(struct thread_state *t, size_t n, size_t align, bool zero) {
         void *p;
 
@@ -516,6 +516,7 @@ static void *plain_alloc(struct thread_state *t, size_t n, size_t align, bool ze
         return p;
 }
 
+/* Allocates a sampled block: header + user area, aligned to align (0 = malloc's). */
 static _slowpath_ void *sampled_alloc(struct thread_state *t, size_t n, size_t align, bool zero, uint64_t rate) {
         uintptr_t pcs[PROFILE_MAX_DEPTH];
         size_t off = align > sizeof(struct block_header) ? align : sizeof(struct block_header);
@@ -524,7 +525,7 @@ static _slowpath_ void *sampled_alloc(struct thread_state *t, size_t n, size_t a
         uint32_t bucket;
         double weight;
         void *base, *p;
-        int depth;
+        int depth, saved;
 
         if (__builtin_add_overflow(n, off, &total)) {
                 errno = ENOMEM;
@@ -546,6 +547,7 @@ static _slowpath_ void *sampled_alloc(struct thread_state *t, size_t n, size_t a
                 return plain_alloc(t, n, align, zero);
         }
 
+        saved = errno; /* a successful malloc leaves errno alone; the unwinder may not */
         t->guard++;
         weight = rate == 1 ? 1.0 : sample_weight(n, rate);
         depth = sample_stack(pcs, PROFILE_MAX_DEPTH, 0);
@@ -561,6 +563,7 @@ static _slowpath_ void *sampled_alloc(struct thread_state *t, size_t n, size_t a
         h->tag = TAG_SAMPLED;
 
         slot_alloc(t->slot, base, off);
+        errno = saved;
         return p;
 }
 
