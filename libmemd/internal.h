@@ -124,6 +124,7 @@ void bucket_atfork_child(void);
 /* stats.c */
 int stats_read(struct memd_memstats *s);
 int stats_read_proc(const char *smaps_rollup, const char *status, struct memd_memstats *s);
+int stats_read_threads(const char *status, uint32_t *ret_threads);
 int stats_read_heap(const char *maps_path, struct memd_memstats *s);
 void stats_counters(struct memd_memstats *s);
 

@@ -78,7 +78,8 @@ MEMD_EXPORT int memd_register_reclaimer(const char *name, size_t (*fn)(void *ctx
 MEMD_EXPORT int memd_unregister_reclaimer(const char *name, size_t (*fn)(void *ctx), void *ctx);
 
 /* Go's runtime.MemProfileRate: mean bytes between samples; 0 off, 1 all.
- * Returns the previous rate. */
+ * Each thread takes the new rate at its next sample, or within 64 MiB of
+ * allocation when sampling was off.  Returns the previous rate. */
 MEMD_EXPORT uint64_t memd_set_profile_rate(uint64_t rate_bytes);
 
 /* Go's debug.SetMemoryLimit; 0 removes the limit.  Returns the previous one. */

@@ -156,10 +156,10 @@ static void trim_allocator(void) {
 }
 
 static uint32_t read_threads(void) {
-        struct memd_memstats s = {};
+        uint32_t n = 0;
 
-        stats_read_proc("/dev/null", "/proc/self/status", &s);
-        return s.Threads;
+        stats_read_threads("/proc/self/status", &n);
+        return n;
 }
 
 #define MB(x) ((x) >> 20)

@@ -262,6 +262,22 @@ static uint64_t field_kb(const char *buf, const char *key) {
         return strtoull(p + strlen(key), NULL, 10) * 1024;
 }
 
+/* Threads from a /proc/PID/status file; 0 if unknown. */
+int stats_read_threads(const char *status, uint32_t *ret_threads) {
+        char *buf;
+        size_t len, cap;
+        const char *p;
+        int r;
+
+        r = read_file(status, &buf, &len, &cap);
+        if (r < 0)
+                return r;
+        p = strstr(buf, "\nThreads:");
+        *ret_threads = p ? (uint32_t) strtoul(p + 9, NULL, 10) : 0;
+        munmap(buf, cap);
+        return p ? 0 : -ENODATA;
+}
+
 /* RSS, RssAnon, LazyFree from smaps_rollup; Threads from status.  Paths are
  * parameters so tests can hand in fixtures. */
 int stats_read_proc(const char *smaps_rollup, const char *status, struct memd_memstats *s) {
@@ -277,13 +293,8 @@ int stats_read_proc(const char *smaps_rollup, const char *status, struct memd_me
                 munmap(buf, cap);
         } else
                 ret = r;
-        r = read_file(status, &buf, &len, &cap);
-        if (r >= 0) {
-                const char *p = strstr(buf, "\nThreads:");
-                if (p)
-                        s->Threads = (uint32_t) strtoul(p + 9, NULL, 10);
-                munmap(buf, cap);
-        } else
+        r = stats_read_threads(status, &s->Threads);
+        if (r < 0 && r != -ENODATA)
                 ret = r;
         return ret;
 }
