@@ -527,6 +527,8 @@ static _slowpath_ void *sampled_alloc(struct thread_state *t, size_t n, size_t a
         void *base, *p;
         int depth, saved;
 
+        if (off > (1u << 30)) /* the header keeps the offset in 32 bits: such alignments are not sampled */
+                return plain_alloc(t, n, align, zero);
         if (__builtin_add_overflow(n, off, &total)) {
                 errno = ENOMEM;
                 return NULL;
