@@ -125,6 +125,9 @@ void bucket_atfork_child(void);
 int stats_read(struct memd_memstats *s);
 int stats_read_proc(const char *smaps_rollup, const char *status, struct memd_memstats *s);
 int stats_read_threads(const char *status, uint32_t *ret_threads);
+/* Reads a whole file into an mmap'd, NUL-terminated buffer (no malloc);
+ * the caller munmaps *ret_cap bytes. */
+int stats_read_file(const char *path, char **ret_buf, size_t *ret_len, size_t *ret_cap);
 int stats_read_heap(const char *maps_path, struct memd_memstats *s);
 void stats_counters(struct memd_memstats *s);
 

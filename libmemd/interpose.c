@@ -17,7 +17,9 @@
 
 __thread struct thread_state memd_thread __attribute__((tls_model("initial-exec")));
 struct real_alloc memd_real;
-enum alloc_kind memd_alloc_kind = ALLOC_GLIBC;
+/* Generic (malloc_usable_size) until detect_allocator() knows better: the
+ * allocations init itself makes must not be read as glibc chunks. */
+enum alloc_kind memd_alloc_kind = ALLOC_OTHER;
 struct memd_config memd_config;
 int64_t memd_start_ns;
 
@@ -196,7 +198,8 @@ static struct slot *slot_acquire(pid_t tid) {
         return s;
 }
 
-/* The fast paths run only with a registered slot over glibc. */
+/* The fast paths run only with a registered slot over glibc (known once
+ * detect_allocator() has run). */
 static void thread_set_fast(struct thread_state *t) {
         t->fast = memd_alloc_kind == ALLOC_GLIBC && t->slot != &slot_emergency ? t->slot : NULL;
 }
@@ -291,6 +294,10 @@ out:
         return r;
 }
 
+/* Removal leaves a tombstone, then turns the tombstones at the end of the
+ * cluster back into empty slots: no live entry lies past an empty slot in
+ * its cluster, so lock-free lookups stay right, and the table does not
+ * silt up with tombstones over a long run. */
 static void sampled_set_remove(void *p) {
         uint32_t i = set_hash((uintptr_t) p);
 
@@ -299,6 +306,12 @@ static void sampled_set_remove(void *p) {
                 uintptr_t v = atomic_load(&sampled_set[i]);
                 if (v == (uintptr_t) p) {
                         atomic_store(&sampled_set[i], SET_TOMB);
+                        if (atomic_load(&sampled_set[(i + 1) & (SET_SIZE - 1)]) == 0)
+                                while (atomic_load(&sampled_set[i]) == SET_TOMB) {
+                                        atomic_store(&sampled_set[i], 0);
+                                        set_used--;
+                                        i = (i - 1) & (SET_SIZE - 1);
+                                }
                         break;
                 }
                 if (v == 0)
@@ -544,8 +557,15 @@ static _slowpath_ void *sampled_alloc(struct thread_state *t, size_t n, size_t a
         p = (char *) base + off;
         h = header_of(p);
         if (memd_alloc_kind != ALLOC_GLIBC && sampled_set_add(p) < 0) {
-                /* No room to remember it: hand out a plain block instead. */
+                /* No room to remember it: hand out a plain block instead,
+                 * and stop sampling (saying so once). */
+                static bool warned;
+
                 memd_real.free(base);
+                if (!__atomic_exchange_n(&warned, true, __ATOMIC_RELAXED)) {
+                        memd_set_profile_rate(0);
+                        memd_warn("sampled-pointer table full (131072 live samples); sampling stopped");
+                }
                 return plain_alloc(t, n, align, zero);
         }
 
@@ -577,7 +597,10 @@ static _slowpath_ void sampled_free(struct thread_state *t, void *p) {
         if (is_boot(p))
                 return;
         base = (char *) p - h->offset;
-        if (h->bucket != UINT32_MAX) {
+        /* guard > 0: a signal handler freeing while this thread is inside
+         * libmemd, maybe holding the table lock; the profile misses this
+         * free rather than deadlock. */
+        if (h->bucket != UINT32_MAX && !t->guard) {
                 t->guard++;
                 bucket_record_free(h->bucket, h->size_bytes, h->weight);
                 t->guard--;
@@ -816,14 +839,6 @@ _export_ int posix_memalign(void **ret, size_t align, size_t n) {
         return 0;
 }
 
-_export_ void *aligned_alloc(size_t align, size_t n) {
-        if (!power_of_two(align)) {
-                errno = EINVAL;
-                return NULL;
-        }
-        return aligned_common(align, n);
-}
-
 _export_ void *memalign(size_t align, size_t n) {
         /* glibc rounds a non-power-of-two alignment up; so do we. */
         if (align > 1 && !power_of_two(align)) {
@@ -837,6 +852,12 @@ _export_ void *memalign(size_t align, size_t n) {
                 align = a;
         }
         return aligned_common(align, n);
+}
+
+/* glibc 2.36 serves aligned_alloc as memalign (any alignment, rounded up);
+ * refusing what it accepts would break programs only under libmemd. */
+_export_ void *aligned_alloc(size_t align, size_t n) {
+        return memalign(align, n);
 }
 
 _export_ void *valloc(size_t n) {

@@ -109,7 +109,7 @@ static void classify(uintptr_t start, uintptr_t end, const char *perms, const ch
 
 /* Reads a whole /proc file into an mmap'd buffer (no malloc: this also runs
  * where the heap must not be disturbed).  Caller munmaps *ret_cap bytes. */
-static int read_file(const char *path, char **ret_buf, size_t *ret_len, size_t *ret_cap) {
+int stats_read_file(const char *path, char **ret_buf, size_t *ret_len, size_t *ret_cap) {
         size_t cap = 64 * 1024, len = 0;
         char *buf;
         int fd;
@@ -161,7 +161,7 @@ static int scan_maps(const char *maps_path, struct heap_scan *h) {
         size_t len, cap;
         int r;
 
-        r = read_file(maps_path, &buf, &len, &cap);
+        r = stats_read_file(maps_path, &buf, &len, &cap);
         if (r < 0)
                 return r;
         for (line = buf; line < buf + len; line = next) {
@@ -269,7 +269,7 @@ int stats_read_threads(const char *status, uint32_t *ret_threads) {
         const char *p;
         int r;
 
-        r = read_file(status, &buf, &len, &cap);
+        r = stats_read_file(status, &buf, &len, &cap);
         if (r < 0)
                 return r;
         p = strstr(buf, "\nThreads:");
@@ -285,7 +285,7 @@ int stats_read_proc(const char *smaps_rollup, const char *status, struct memd_me
         size_t len, cap;
         int r, ret = 0;
 
-        r = read_file(smaps_rollup, &buf, &len, &cap);
+        r = stats_read_file(smaps_rollup, &buf, &len, &cap);
         if (r >= 0) {
                 s->RSS = field_kb(buf, "\nRss:");
                 s->RssAnon = field_kb(buf, "\nAnonymous:");

@@ -80,34 +80,12 @@ static int write_profile(const char *path, int fd, enum memd_profile_format form
         r = bucket_snapshot(&records, &n, &rec_len);
         if (r < 0)
                 goto out;
-        {
-                /* /proc/self/maps, read whole. */
-                int mfd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-                size_t len = 0;
-
-                maps_cap = 1 << 20;
-                maps = mmap(NULL, maps_cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-                if (maps == MAP_FAILED || mfd < 0) {
-                        if (mfd >= 0)
-                                close(mfd);
-                        if (maps == MAP_FAILED)
-                                maps = NULL;
-                        r = -errno;
-                        goto out;
-                }
-                for (;;) {
-                        ssize_t k = read(mfd, maps + len, maps_cap - len - 1);
-                        if (k < 0 && errno == EINTR)
-                                continue;
-                        if (k <= 0)
-                                break;
-                        len += k;
-                }
-                close(mfd);
-                maps[len] = 0;
-                p.maps_text = maps;
-                p.maps_len = len;
+        r = stats_read_file("/proc/self/maps", &maps, &p.maps_len, &maps_cap);
+        if (r < 0) {
+                maps = NULL;
+                goto out;
         }
+        p.maps_text = maps;
         p.records = records;
         p.n_records = n;
         p.rate_bytes = atomic_load(&memd_config.profile_rate);
