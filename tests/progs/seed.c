@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "seedcache.h"
+
 typedef int (*register_fn)(const char *name, size_t (*fn)(void *ctx), void *ctx);
 typedef size_t (*size_fn)(void);
 
@@ -80,46 +82,6 @@ struct cache {
 
 static atomic_uint reclaimer_calls;
 static atomic_size_t reclaimed_bytes;
-
-static double now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* Without stdio: a FILE is a malloc'd chunk, and once freed it sits in the
- * tcache right above the last entry and pins the heap top. */
-static long rss_kib(void) {
-        char buf[128];
-        long size, resident;
-        int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -1;
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return -1;
-        buf[n] = 0;
-        if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
-                return -1;
-        return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static void *xmalloc(size_t n) {
-        void *p = malloc(n);
-        if (!p) {
-                fprintf(stderr, "seed: out of memory (%zu bytes)\n", n);
-                exit(2);
-        }
-        return p;
-}
-
-static uint64_t hash_str(const char *s) {
-        uint64_t h = UINT64_C(1469598103934665603);     /* FNV-1a */
-        for (; *s; s++)
-                h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
-        return h;
-}
 
 static void make_key(char *buf, size_t size, size_t i) {
         snprintf(buf, size, "cache-key-%09zu", i);
