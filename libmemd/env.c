@@ -127,6 +127,8 @@ void env_load(struct memd_config *c) {
                         c->profile_rate = v;
         }
 
+        c->last_rate = c->profile_rate ? c->profile_rate : DEFAULT_PROFILE_RATE;
+
         s = getenv("MEMD_MEMORY_LIMIT");
         if (s && strcmp(s, "off") && strcmp(s, "")) {
                 if (env_parse_size(s, &v) < 0)

@@ -62,6 +62,7 @@ extern __thread struct thread_state memd_thread __attribute__((tls_model("initia
 /* Global configuration and state, set once at load then mostly read. */
 struct memd_config {
         _Atomic uint64_t profile_rate;  /* bytes; 0 off */
+        _Atomic uint64_t last_rate;     /* the last rate that was not 0: a profile's period */
         _Atomic uint64_t rate_gen;
         _Atomic uint64_t memory_limit;  /* 0 none */
         int gcpercent;                  /* <0 off */

@@ -144,6 +144,9 @@ double sample_weight(uint64_t size_bytes, uint64_t rate_bytes) {
 uint64_t memd_set_profile_rate(uint64_t rate_bytes) {
         uint64_t old = atomic_exchange(&memd_config.profile_rate, rate_bytes);
 
+        if (rate_bytes)
+                atomic_store(&memd_config.last_rate, rate_bytes);
+
         atomic_fetch_add(&memd_config.rate_gen, 1);
         return old;
 }

@@ -88,7 +88,9 @@ static int write_profile(const char *path, int fd, enum memd_profile_format form
         p.maps_text = maps;
         p.records = records;
         p.n_records = n;
-        p.rate_bytes = atomic_load(&memd_config.profile_rate);
+        /* Sampling may be off now (or stopped by a full table): the samples
+         * in the table were taken at the last rate that was not 0. */
+        p.rate_bytes = atomic_load(&memd_config.last_rate);
         p.root = "";
         p.stats = &stats;
         p.time_ns = now_ns(CLOCK_REALTIME);
