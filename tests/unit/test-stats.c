@@ -571,7 +571,10 @@ START_TEST(test_heap_concurrent_munmap) {
         void *n;
 
         memd_alloc_kind = ALLOC_GLIBC;
-        toggle_len = 16 * page;
+        /* Smaller than the 64 KiB buffer the heap scan maps to read
+         * /proc/self/maps: the kernel would put that buffer into the hole
+         * the toggler leaves, and its MAP_FIXED_NOREPLACE would fail. */
+        toggle_len = 7 * page;
         region = mmap(NULL, toggle_len + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         ck_assert_ptr_ne(region, MAP_FAILED);
         toggle_at = region + page;
