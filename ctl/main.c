@@ -1,4 +1,4 @@
-/* main.c - memctl, the memd CLI: for now only --version and --help (the verbs are the next issue). */
+/* main.c - memctl, the memd CLI: options, then one verb from the table. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,40 +6,67 @@
 #include <msgpack.h>
 
 #include "config.h"
+#include "ctl.h"
 
 static void help(void) {
         printf("memctl [--socket PATH] [--json] COMMAND [ARGS]\n\n"
-               "  status [PID]          processes attached to memd\n"
-               "  gc PID                forced GC cycle\n"
-               "  free-os-memory PID    forced GC + scavenge\n"
-               "  heap PID              heap profile\n"
-               "  top PID               pprof's top table\n\n"
-               "The verbs need memd, which is not implemented in this version.\n");
+               "Asks memd about the processes running libmemd.\n\n"
+               "  --socket PATH   memd's socket (default %s, or $MEMD_SOCKET)\n"
+               "  --json          JSON output (Go's MemStats field names, raw integers)\n\n"
+               "Commands:\n", DEFAULT_SOCKET);
+        for (const struct verb *v = verbs; v->name; v++)
+                printf("  %-15s %-28s %s\n", v->name, v->args, v->help);
+        printf("\nExit status: 0 success, 1 failure, 2 usage.\n");
 }
 
 int main(int argc, char **argv) {
+        enum { ARG_SOCKET = 0x100, ARG_JSON };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
+                { "socket", required_argument, NULL, ARG_SOCKET },
+                { "json", no_argument, NULL, ARG_JSON },
                 {}
         };
+        struct ctl ctl = { .socket_path = DEFAULT_SOCKET };
+        const struct verb *v;
+        const char *env = getenv("MEMD_SOCKET");
+        unsigned nargs;
         int c;
 
-        while ((c = getopt_long(argc, argv, "hV", options, NULL)) >= 0)
+        if (env && env[0] == '/')
+                ctl.socket_path = env;
+        /* "+": options stop at the command, so a verb's own arguments stay its own. */
+        while ((c = getopt_long(argc, argv, "+hV", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         help();
-                        return 0;
+                        return EXIT_OK;
                 case 'V':
                         printf("memctl %s (msgpack-c %s)\n", MEMD_VERSION_STRING, msgpack_version());
-                        return 0;
+                        return EXIT_OK;
+                case ARG_SOCKET:
+                        ctl.socket_path = optarg;
+                        break;
+                case ARG_JSON:
+                        ctl.json = true;
+                        break;
                 default:
-                        return 2;
+                        return EXIT_USAGE;
                 }
         if (optind >= argc) {
-                help();
-                return 2;
+                fprintf(stderr, "memctl: no command given; see memctl --help\n");
+                return EXIT_USAGE;
         }
-        fprintf(stderr, "memctl: '%s' needs memd, which is not implemented in this version\n", argv[optind]);
-        return 1;
+        v = verb_find(argv[optind]);
+        if (!v) {
+                fprintf(stderr, "memctl: unknown command '%s'; see memctl --help\n", argv[optind]);
+                return EXIT_USAGE;
+        }
+        nargs = (unsigned) (argc - optind - 1);
+        if (nargs < v->min_args || nargs > v->max_args) {
+                fprintf(stderr, "memctl: usage: memctl %s %s\n", v->name, v->args);
+                return EXIT_USAGE;
+        }
+        return v->fn(&ctl, (int) nargs, argv + optind + 1);
 }

@@ -1,0 +1,40 @@
+/* ctl.h - memctl's internals: the verb table, the connection to memd, text/JSON output. */
+#ifndef MEMD_CTL_H
+#define MEMD_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "proto.h"
+
+/* Exit codes (SPEC §5). */
+#define EXIT_OK 0
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+#define DEFAULT_SOCKET "/run/memd/memd.sock"
+
+struct ctl {
+        const char *socket_path;
+        bool json;
+};
+
+struct verb {
+        const char *name;
+        unsigned min_args, max_args;
+        int (*fn)(struct ctl *ctl, int argc, char **argv); /* returns an exit code */
+        const char *args;
+        const char *help;
+};
+
+/* verbs.c */
+extern const struct verb verbs[];
+const struct verb *verb_find(const char *name);
+
+/* output.c */
+/* "1.5 GiB", "512 B"; buf is at least 16 bytes. */
+const char *output_bytes(char *buf, size_t size, uint64_t bytes);
+void output_status_list(const struct ctl *ctl, const struct proto_process *p, size_t n);
+void output_status_one(const struct ctl *ctl, const struct proto_process *p);
+
+#endif

@@ -1,0 +1,264 @@
+/* verbs.c - memctl's verbs (one table drives parsing and --help) and its blocking conversation with memd. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "ctl.h"
+
+#define REPLY_TIMEOUT_SEC 10
+
+struct client {
+        int fd;
+        struct proto_reader *reader;
+        struct proto_msg msg;
+        uint64_t next_id;
+};
+
+static void client_done(struct client *cl) {
+        proto_msg_done(&cl->msg);
+        proto_reader_free(cl->reader);
+        if (cl->fd >= 0)
+                close(cl->fd);
+}
+
+static int client_send(struct client *cl, const msgpack_sbuffer *sb) {
+        size_t off = 0;
+
+        while (off < sb->size) {
+                ssize_t n = send(cl->fd, sb->data + off, sb->size - off, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                off += (size_t) n;
+        }
+        return 0;
+}
+
+/* Waits for the reply to id into cl->msg.  Returns 1, or -errno. */
+static int client_wait(struct client *cl, uint64_t id) {
+        char buf[65536];
+        int r;
+
+        for (;;) {
+                while ((r = proto_reader_next(cl->reader, &cl->msg)) > 0)
+                        if (cl->msg.id == id)
+                                return 1;
+                if (r < 0)
+                        return r;
+                ssize_t n = recv(cl->fd, buf, sizeof buf, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? -ETIMEDOUT : -errno;
+                }
+                if (n == 0)
+                        return -ECONNRESET;
+                r = proto_reader_feed(cl->reader, buf, (size_t) n);
+                if (r < 0)
+                        return r;
+        }
+}
+
+/* Prints memd's ERROR reply as one line (callers that know better print their own). */
+static int print_error_reply(struct client *cl, const char *what) {
+        struct proto_error e = {};
+
+        if (proto_decode_error(&cl->msg, &e) < 0)
+                fprintf(stderr, "memctl: %s: memd sent a malformed error\n", what);
+        else
+                fprintf(stderr, "memctl: %s: %s (%s)\n", what, e.text, strerror((int) e.code));
+        return EXIT_FAIL;
+}
+
+/* Connects and says HELLO.  Returns 0 or an exit code, having printed why. */
+static int client_open(struct client *cl, const struct ctl *ctl) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct timeval tv = { .tv_sec = REPLY_TIMEOUT_SEC };
+        struct proto_hello h = { .version = PROTO_VERSION, .role = PROTO_ROLE_CONTROL };
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        uint64_t id;
+        int r;
+
+        cl->fd = -1;
+        cl->next_id = 1;
+        proto_msg_init(&cl->msg);
+        if (proto_reader_new(&cl->reader) < 0) {
+                fprintf(stderr, "memctl: out of memory\n");
+                return EXIT_FAIL;
+        }
+        if (strlen(ctl->socket_path) >= sizeof sa.sun_path) {
+                fprintf(stderr, "memctl: socket path too long: %s\n", ctl->socket_path);
+                return EXIT_USAGE;
+        }
+        strcpy(sa.sun_path, ctl->socket_path);
+        cl->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (cl->fd < 0) {
+                fprintf(stderr, "memctl: cannot create a socket: %m\n");
+                return EXIT_FAIL;
+        }
+        if (connect(cl->fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+                if (errno == ENOENT)
+                        fprintf(stderr, "memctl: memd is not running (no socket at %s): start it with "
+                                "'systemctl start memd' or 'memd --socket %s'\n", ctl->socket_path, ctl->socket_path);
+                else if (errno == ECONNREFUSED)
+                        fprintf(stderr, "memctl: memd is not running (nothing answers at %s): start it with "
+                                "'systemctl start memd' or 'memd --socket %s'\n", ctl->socket_path, ctl->socket_path);
+                else if (errno == EACCES)
+                        fprintf(stderr, "memctl: permission denied on %s: check its mode, or run as root\n",
+                                ctl->socket_path);
+                else
+                        fprintf(stderr, "memctl: cannot connect to memd at %s: %m\n", ctl->socket_path);
+                return EXIT_FAIL;
+        }
+        /* memd never makes us wait long; if it does, say so instead of hanging. */
+        setsockopt(cl->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(cl->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+
+        h.pid = (uint32_t) getpid();
+        strcpy(h.comm, "memctl");
+        strcpy(h.software, "memctl " MEMD_VERSION_STRING);
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        id = cl->next_id++;
+        r = proto_pack_hello(&pk, id, &h);
+        if (r >= 0)
+                r = client_send(cl, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        if (r >= 0)
+                r = client_wait(cl, id);
+        if (r < 0) {
+                fprintf(stderr, "memctl: no answer from memd at %s: %s\n", ctl->socket_path, strerror(-r));
+                return EXIT_FAIL;
+        }
+        if (cl->msg.type == PROTO_MSG_ERROR)
+                return print_error_reply(cl, "memd refused the connection");
+        if (cl->msg.type != PROTO_MSG_HELLO_OK) {
+                fprintf(stderr, "memctl: memd answered HELLO with %s\n", proto_msg_type_name(cl->msg.type));
+                return EXIT_FAIL;
+        }
+        return 0;
+}
+
+static int parse_pid(const char *s, uint32_t *ret) {
+        char *end;
+        unsigned long v;
+
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno || end == s || *end || v == 0 || v > INT32_MAX || s[0] == '-' || s[0] == '+') {
+                fprintf(stderr, "memctl: '%s' is not a process ID\n", s);
+                return -EINVAL;
+        }
+        *ret = (uint32_t) v;
+        return 0;
+}
+
+static int verb_status(struct ctl *ctl, int argc, char **argv) {
+        struct client cl;
+        struct proto_request q = {};
+        struct proto_status_reply reply;
+        struct proto_process *procs = NULL;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        uint64_t id;
+        int r, ret;
+
+        if (argc == 1 && parse_pid(argv[0], &q.pid) < 0)
+                return EXIT_USAGE;
+        ret = client_open(&cl, ctl);
+        if (ret)
+                goto out;
+        ret = EXIT_FAIL;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        id = cl.next_id++;
+        r = proto_pack_request(&pk, PROTO_MSG_STATUS_REQUEST, id, &q);
+        if (r >= 0)
+                r = client_send(&cl, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        if (r >= 0)
+                r = client_wait(&cl, id);
+        if (r < 0) {
+                fprintf(stderr, "memctl: no status from memd: %s\n", strerror(-r));
+                goto out;
+        }
+        if (cl.msg.type == PROTO_MSG_ERROR) {
+                struct proto_error e = {};
+
+                if (proto_decode_error(&cl.msg, &e) >= 0 && e.code == ESRCH)
+                        fprintf(stderr, "memctl: process %" PRIu32 " is not attached to memd: "
+                                "is it running with libmemd?\n", q.pid);
+                else if (e.code == EPERM)
+                        fprintf(stderr, "memctl: permission denied: process %" PRIu32 " belongs to another user\n",
+                                q.pid);
+                else
+                        print_error_reply(&cl, "status");
+                goto out;
+        }
+        if (cl.msg.type != PROTO_MSG_STATUS_REPLY || proto_decode_status_reply(&cl.msg, &reply) < 0) {
+                fprintf(stderr, "memctl: memd sent a malformed status reply\n");
+                goto out;
+        }
+        procs = calloc(reply.processes.n ? reply.processes.n : 1, sizeof *procs);
+        if (!procs) {
+                fprintf(stderr, "memctl: out of memory\n");
+                goto out;
+        }
+        for (uint32_t i = 0; i < reply.processes.n; i++)
+                if (proto_decode_process(&reply.processes.items[i], &procs[i]) < 0) {
+                        fprintf(stderr, "memctl: memd sent a malformed process entry\n");
+                        goto out;
+                }
+        if (q.pid) {
+                if (reply.processes.n != 1) {
+                        fprintf(stderr, "memctl: process %" PRIu32 " is not attached to memd: "
+                                "is it running with libmemd?\n", q.pid);
+                        goto out;
+                }
+                output_status_one(ctl, &procs[0]);
+        } else
+                output_status_list(ctl, procs, reply.processes.n);
+        ret = EXIT_OK;
+out:
+        free(procs);
+        client_done(&cl);
+        return ret;
+}
+
+static int verb_not_implemented(struct ctl *ctl, int argc, char **argv) {
+        (void) ctl;
+        (void) argc;
+        (void) argv;
+        fprintf(stderr, "memctl: this command is not implemented yet; 'memctl status' is\n");
+        return EXIT_FAIL;
+}
+
+#define ARGS_MAX 64u
+
+const struct verb verbs[] = {
+        { "status", 0, 1, verb_status, "[PID]", "attached processes, or everything about one" },
+        { "free-os-memory", 1, 1, verb_not_implemented, "PID", "forced GC + scavenge (not implemented yet)" },
+        { "gc", 1, 1, verb_not_implemented, "PID", "forced GC cycle (not implemented yet)" },
+        { "heap", 1, ARGS_MAX, verb_not_implemented, "PID [-o FILE] [--format F]", "heap profile (not implemented yet)" },
+        { "top", 1, ARGS_MAX, verb_not_implemented, "PID [-n N] [--cum]", "pprof's top table (not implemented yet)" },
+        { "set", 2, ARGS_MAX, verb_not_implemented, "PID KEY=VALUE...", "runtime policy change (not implemented yet)" },
+        { "trace", 0, 1, verb_not_implemented, "[PID]", "follow gc/scvg events (not implemented yet)" },
+        {}
+};
+
+const struct verb *verb_find(const char *name) {
+        for (const struct verb *v = verbs; v->name; v++)
+                if (strcmp(v->name, name) == 0)
+                        return v;
+        return NULL;
+}

@@ -1,0 +1,76 @@
+/* log.c - memd's log lines: "memd: ..." on stderr, or journal entries with structured fields. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+
+#include <systemd/sd-journal.h>
+
+#include "daemon.h"
+
+static bool use_journal;
+
+/* Under journald, stderr is a stream whose dev:ino systemd puts in $JOURNAL_STREAM. */
+static bool stderr_is_journal(void) {
+        const char *e = getenv("JOURNAL_STREAM");
+        unsigned long long dev, ino;
+        struct stat st;
+
+        if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+                return false;
+        return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
+}
+
+void log_setup(enum log_target t) {
+        use_journal = t == LOG_TARGET_JOURNAL || (t == LOG_TARGET_AUTO && stderr_is_journal());
+}
+
+static void log_write(int priority, const struct process *p, const char *event, const char *text) {
+        if (!use_journal) {
+                fprintf(stderr, "memd: %s\n", text);
+                return;
+        }
+        if (p)
+                sd_journal_send("MESSAGE=%s", text, "PRIORITY=%i", priority,
+                                "MEMD_EVENT=%s", event, "MEMD_PID=%d", (int) p->pid,
+                                "MEMD_COMM=%s", p->comm, "MEMD_UNIT=%s", p->unit, NULL);
+        else
+                sd_journal_send("MESSAGE=%s", text, "PRIORITY=%i", priority, NULL);
+}
+
+static void log_va(int priority, const struct process *p, const char *event, const char *fmt, va_list ap) {
+        char text[1024];
+
+        vsnprintf(text, sizeof text, fmt, ap);
+        log_write(priority, p, event, text);
+}
+
+void log_msg(int priority, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        log_va(priority, NULL, NULL, fmt, ap);
+        va_end(ap);
+}
+
+void log_event(const char *event, const struct process *p, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        log_va(LOG_INFO, p, event, fmt, ap);
+        va_end(ap);
+}
+
+/* %m in fmt means r. */
+int log_errno(int priority, int r, const char *fmt, ...) {
+        va_list ap;
+
+        errno = r < 0 ? -r : r;
+        va_start(ap, fmt);
+        log_va(priority, NULL, NULL, fmt, ap);
+        va_end(ap);
+        return r < 0 ? r : -r;
+}

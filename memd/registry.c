@@ -1,0 +1,173 @@
+/* registry.c - the processes attached to memd: one entry per agent pid, their latest MemStats, exit detection by pidfd. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <systemd/sd-login.h>
+
+#include "daemon.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+static void read_comm(pid_t pid, char *buf, size_t size) {
+        char path[64];
+        ssize_t n;
+        int fd;
+
+        snprintf(path, sizeof path, "/proc/%d/comm", (int) pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        n = fd >= 0 ? read(fd, buf, size - 1) : -1;
+        if (fd >= 0)
+                close(fd);
+        if (n <= 0) {
+                snprintf(buf, size, "?");
+                return;
+        }
+        buf[n] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
+}
+
+static void process_exited(struct ev_loop *loop, ev_io *w, int revents) {
+        struct process *p = w->data;
+        struct conn *c = p->conn;
+
+        (void) loop;
+        (void) revents;
+        if (c) {
+                c->process = NULL;
+                p->conn = NULL;
+                conn_free(c);
+        }
+        registry_detach(p, "process exited");
+}
+
+struct process *registry_find(struct server *s, pid_t pid) {
+        for (struct process *p = s->processes; p; p = p->next)
+                if (p->pid == pid)
+                        return p;
+        return NULL;
+}
+
+int registry_attach(struct server *s, struct conn *c) {
+        struct process *p = registry_find(s, c->pid);
+        char *unit = NULL;
+        int fd;
+
+        if (p) {
+                /* A reconnect (or a second agent thread) of the same process:
+                 * the newest connection wins. */
+                struct conn *old = p->conn;
+
+                if (old) {
+                        old->process = NULL;
+                        conn_free(old);
+                }
+                p->conn = c;
+                c->process = p;
+                log_event("attach", p, "reattach pid %d (%s)", (int) p->pid, p->comm);
+                return 0;
+        }
+
+        p = calloc(1, sizeof *p);
+        if (!p)
+                return -ENOMEM;
+        fd = (int) syscall(SYS_pidfd_open, c->pid, 0);
+        if (fd < 0 && errno == ESRCH) {
+                free(p);
+                return -ESRCH;
+        }
+        if (fd < 0)
+                log_errno(LOG_WARNING, -errno, "pidfd_open(%d) failed, its exit is noticed by EOF only: %m",
+                          (int) c->pid);
+        p->server = s;
+        p->pid = c->pid;
+        p->uid = c->uid;
+        p->pidfd = fd;
+        p->attached_ns = now_ns();
+        read_comm(p->pid, p->comm, sizeof p->comm);
+        if (sd_pid_get_unit(p->pid, &unit) >= 0 && unit) {
+                snprintf(p->unit, sizeof p->unit, "%s", unit);
+                free(unit);
+        }
+        if (fd >= 0) {
+                ev_io_init(&p->pidfd_io, process_exited, fd, EV_READ);
+                p->pidfd_io.data = p;
+                ev_io_start(s->loop, &p->pidfd_io);
+        }
+        p->conn = c;
+        c->process = p;
+        p->next = s->processes;
+        if (s->processes)
+                s->processes->prev = p;
+        s->processes = p;
+        s->n_processes++;
+        log_event("attach", p, "attach pid %d (%s)%s%s", (int) p->pid, p->comm,
+                  p->unit[0] ? " unit " : "", p->unit);
+        notify_status(s);
+        return 0;
+}
+
+static void process_free(struct process *p) {
+        struct server *s = p->server;
+
+        if (p->pidfd >= 0) {
+                ev_io_stop(s->loop, &p->pidfd_io);
+                close(p->pidfd);
+        }
+        if (p->prev)
+                p->prev->next = p->next;
+        else
+                s->processes = p->next;
+        if (p->next)
+                p->next->prev = p->prev;
+        s->n_processes--;
+        free(p);
+}
+
+void registry_detach(struct process *p, const char *why) {
+        struct server *s = p->server;
+
+        log_event("detach", p, "detach pid %d (%s): %s", (int) p->pid, p->comm, why);
+        process_free(p);
+        notify_status(s);
+}
+
+void registry_update_stats(struct process *p, const struct proto_memstats *m) {
+        p->stats = m->stats;
+        p->stats_time_ns = m->time_ns;
+        p->received_ns = now_ns();
+        p->has_stats = true;
+}
+
+void registry_fill(const struct process *p, struct proto_process *ret) {
+        memset(ret, 0, sizeof *ret);
+        ret->pid = (uint32_t) p->pid;
+        ret->uid = (uint32_t) p->uid;
+        snprintf(ret->comm, sizeof ret->comm, "%s", p->comm);
+        snprintf(ret->unit, sizeof ret->unit, "%s", p->unit);
+        ret->attached_ns = p->attached_ns;
+        ret->stats_time_ns = p->has_stats ? p->stats_time_ns : 0;
+        ret->has_stats = p->has_stats;
+        if (p->has_stats) {
+                ret->stats = p->stats;
+                ret->last_gc_ns = (int64_t) p->stats.LastGC;
+        }
+}
+
+void registry_done(struct server *s) {
+        while (s->processes) {
+                struct process *p = s->processes;
+
+                if (p->conn) {
+                        p->conn->process = NULL;
+                        p->conn = NULL;
+                }
+                process_free(p);
+        }
+}

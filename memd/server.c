@@ -1,0 +1,307 @@
+/* server.c - memd's libev glue: the listening socket, non-blocking connections, bounded output. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "daemon.h"
+
+static int mkdir_parents(const char *path) {
+        char *dir = strdup(path), *p;
+
+        if (!dir)
+                return -ENOMEM;
+        for (p = dir + 1; (p = strchr(p, '/')); p++) {
+                *p = '\0';
+                if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+                        int r = -errno;
+                        free(dir);
+                        return r;
+                }
+                *p = '/';
+        }
+        free(dir);
+        return 0;
+}
+
+/* 1 if a daemon answers on path, 0 if nothing does (no file, or a stale one), -errno otherwise. */
+static int socket_answers(const struct sockaddr_un *sa) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
+
+        if (fd < 0)
+                return -errno;
+        r = connect(fd, (const struct sockaddr *) sa, sizeof *sa) < 0 ? -errno : 1;
+        close(fd);
+        if (r == -ENOENT || r == -ECONNREFUSED)
+                return 0;
+        return r;
+}
+
+int server_open(struct server *s, const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct stat st;
+        int n, fd, r;
+
+        s->listen_fd = -1;
+        n = sd_listen_fds(1);
+        if (n < 0)
+                return log_error_errno(n, "Failed to get sockets from systemd: %m");
+        if (n > 1)
+                return log_error_errno(-EINVAL, "systemd passed %d sockets, expected one", n);
+        if (n == 1) {
+                fd = SD_LISTEN_FDS_START;
+                r = sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0);
+                if (r <= 0)
+                        return log_error_errno(r < 0 ? r : -EINVAL,
+                                               "The socket systemd passed is not a listening Unix stream socket");
+                if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+                        return log_error_errno(-errno, "Failed to make the systemd socket non-blocking: %m");
+                s->listen_fd = fd;
+                log_info("listening on the socket systemd passed");
+                return 0;
+        }
+
+        if (strlen(path) >= sizeof sa.sun_path)
+                return log_error_errno(-ENAMETOOLONG, "Socket path too long: %s", path);
+        strcpy(sa.sun_path, path);
+        r = mkdir_parents(path);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the directory of %s: %m", path);
+        r = socket_answers(&sa);
+        if (r < 0)
+                return log_error_errno(r, "Failed to check %s: %m", path);
+        if (r > 0)
+                return log_error_errno(-EADDRINUSE, "another memd is already answering on %s", path);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return log_error_errno(-errno, "Failed to remove the stale socket %s: %m", path);
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return log_error_errno(-errno, "Failed to create a socket: %m");
+        if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+                r = log_error_errno(-errno, "Failed to bind %s: %m", path);
+                goto fail;
+        }
+        s->socket_created = true;
+        s->socket_path = strdup(path);
+        if (!s->socket_path) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if (stat(path, &st) == 0) {
+                s->socket_dev = st.st_dev;
+                s->socket_ino = st.st_ino;
+        }
+        /* Anyone may connect; every request is checked against SO_PEERCRED. */
+        if (chmod(path, 0666) < 0) {
+                r = log_error_errno(-errno, "Failed to chmod %s: %m", path);
+                goto fail;
+        }
+        if (listen(fd, SOMAXCONN) < 0) {
+                r = log_error_errno(-errno, "Failed to listen on %s: %m", path);
+                goto fail;
+        }
+        s->listen_fd = fd;
+        log_info("listening on %s", path);
+        return 0;
+fail:
+        close(fd);
+        if (s->socket_created)
+                unlink(path);
+        s->socket_created = false;
+        return r;
+}
+
+static void conn_update_events(struct conn *c) {
+        int events = EV_READ | (c->out_len > c->out_off ? EV_WRITE : 0);
+
+        if ((c->io.events & (EV_READ | EV_WRITE)) == events)
+                return;
+        ev_io_stop(c->server->loop, &c->io);
+        ev_io_set(&c->io, c->fd, events);
+        ev_io_start(c->server->loop, &c->io);
+}
+
+/* Writes what the socket takes.  Returns 0 or -errno (close the peer). */
+static int conn_flush(struct conn *c) {
+        while (c->out_off < c->out_len) {
+                ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                break;
+                        return -errno;
+                }
+                c->out_off += (size_t) n;
+        }
+        if (c->out_off == c->out_len)
+                c->out_off = c->out_len = 0;
+        conn_update_events(c);
+        return 0;
+}
+
+int conn_send(struct conn *c, const msgpack_sbuffer *buf) {
+        size_t pending = c->out_len - c->out_off;
+
+        if (pending + buf->size > CONN_OUT_MAX_BYTES)
+                return -ENOBUFS;
+        if (c->out_off > 0) {
+                memmove(c->out, c->out + c->out_off, pending);
+                c->out_off = 0;
+                c->out_len = pending;
+        }
+        if (c->out_len + buf->size > c->out_cap) {
+                size_t cap = c->out_cap ? c->out_cap : 4096;
+                char *p;
+
+                while (cap < c->out_len + buf->size)
+                        cap *= 2;
+                p = realloc(c->out, cap);
+                if (!p)
+                        return -ENOMEM;
+                c->out = p;
+                c->out_cap = cap;
+        }
+        memcpy(c->out + c->out_len, buf->data, buf->size);
+        c->out_len += buf->size;
+        return conn_flush(c);
+}
+
+void conn_free(struct conn *c) {
+        if (!c)
+                return;
+        if (c->process) {
+                c->process->conn = NULL;
+                registry_detach(c->process, "connection closed");
+        }
+        ev_io_stop(c->server->loop, &c->io);
+        close(c->fd);
+        proto_msg_done(&c->msg);
+        proto_reader_free(c->reader);
+        free(c->out);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                c->server->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        free(c);
+}
+
+static void conn_io(struct ev_loop *loop, ev_io *w, int revents) {
+        struct conn *c = w->data;
+        char buf[CONN_READ_BYTES];
+        ssize_t n;
+        int r;
+
+        (void) loop;
+        if (revents & EV_WRITE) {
+                r = conn_flush(c);
+                if (r < 0) {
+                        log_errno(LOG_INFO, r, "closing connection of pid %d: write failed: %m", (int) c->pid);
+                        conn_free(c);
+                        return;
+                }
+        }
+        if (!(revents & EV_READ))
+                return;
+        /* One read per wakeup: a chatty peer cannot starve the others. */
+        n = read(c->fd, buf, sizeof buf);
+        if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                        return;
+                log_errno(LOG_INFO, -errno, "closing connection of pid %d: read failed: %m", (int) c->pid);
+                conn_free(c);
+                return;
+        }
+        if (n == 0) {
+                conn_free(c);
+                return;
+        }
+        r = proto_reader_feed(c->reader, buf, (size_t) n);
+        while (r >= 0 && (r = proto_reader_next(c->reader, &c->msg)) > 0) {
+                r = dispatch_message(c, &c->msg);
+                if (r < 0) {
+                        conn_free(c);
+                        return;
+                }
+        }
+        if (r < 0) {
+                log_errno(LOG_WARNING, r, "closing connection of pid %d: bad message: %m", (int) c->pid);
+                conn_free(c);
+        }
+}
+
+static void server_accept(struct ev_loop *loop, ev_io *w, int revents) {
+        struct server *s = w->data;
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+        struct conn *c;
+        int fd, r;
+
+        (void) revents;
+        fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+                if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                        log_errno(LOG_WARNING, -errno, "accept failed: %m");
+                return;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+                log_errno(LOG_WARNING, -errno, "SO_PEERCRED failed, dropping connection: %m");
+                close(fd);
+                return;
+        }
+        c = calloc(1, sizeof *c);
+        if (!c || (r = proto_reader_new(&c->reader)) < 0) {
+                log_warning("out of memory, dropping connection of pid %d", (int) cred.pid);
+                free(c);
+                close(fd);
+                return;
+        }
+        c->server = s;
+        c->fd = fd;
+        c->pid = cred.pid;
+        c->uid = cred.uid;
+        proto_msg_init(&c->msg);
+        ev_io_init(&c->io, conn_io, fd, EV_READ);
+        c->io.data = c;
+        ev_io_start(loop, &c->io);
+        c->next = s->conns;
+        if (s->conns)
+                s->conns->prev = c;
+        s->conns = c;
+}
+
+int server_start(struct server *s, struct ev_loop *loop) {
+        s->loop = loop;
+        ev_io_init(&s->listen_io, server_accept, s->listen_fd, EV_READ);
+        s->listen_io.data = s;
+        ev_io_start(loop, &s->listen_io);
+        return 0;
+}
+
+void server_stop(struct server *s) {
+        struct stat st;
+
+        while (s->conns)
+                conn_free(s->conns);
+        registry_done(s);
+        if (s->listen_fd >= 0) {
+                ev_io_stop(s->loop, &s->listen_io);
+                close(s->listen_fd);
+                s->listen_fd = -1;
+        }
+        /* Only our own socket: a newer memd may have replaced it meanwhile. */
+        if (s->socket_created && stat(s->socket_path, &st) == 0 &&
+            st.st_dev == s->socket_dev && st.st_ino == s->socket_ino)
+                unlink(s->socket_path);
+        free(s->socket_path);
+        s->socket_path = NULL;
+}
