@@ -9,9 +9,28 @@
 
 #include <systemd/sd-journal.h>
 
+#include "catalog.h"
 #include "daemon.h"
 
 static bool use_journal;
+
+/* One MESSAGE_ID per MEMD_EVENT kind (systemd/memd.catalog explains them). */
+static const char *message_id(const char *event) {
+        static const struct {
+                const char *event, *id;
+        } ids[] = {
+                { "attach", MEMD_MESSAGE_ATTACH_STR },
+                { "detach", MEMD_MESSAGE_DETACH_STR },
+                { "gc", MEMD_MESSAGE_GC_STR },
+                { "scvg", MEMD_MESSAGE_SCVG_STR },
+                { "policy", MEMD_MESSAGE_POLICY_STR },
+        };
+
+        for (size_t i = 0; event && i < sizeof(ids) / sizeof(ids[0]); i++)
+                if (!strcmp(ids[i].event, event))
+                        return ids[i].id;
+        return NULL;
+}
 
 /* Under journald, stderr is a stream whose dev:ino systemd puts in $JOURNAL_STREAM. */
 static bool stderr_is_journal(void) {
@@ -33,7 +52,11 @@ static void log_write(int priority, const struct process *p, const char *event, 
                 fprintf(stderr, "memd: %s\n", text);
                 return;
         }
-        if (p)
+        if (p && message_id(event))
+                sd_journal_send("MESSAGE=%s", text, "PRIORITY=%i", priority, "MESSAGE_ID=%s", message_id(event),
+                                "MEMD_EVENT=%s", event, "MEMD_PID=%d", (int) p->pid,
+                                "MEMD_COMM=%s", p->comm, "MEMD_UNIT=%s", p->unit, NULL);
+        else if (p)
                 sd_journal_send("MESSAGE=%s", text, "PRIORITY=%i", priority,
                                 "MEMD_EVENT=%s", event, "MEMD_PID=%d", (int) p->pid,
                                 "MEMD_COMM=%s", p->comm, "MEMD_UNIT=%s", p->unit, NULL);
