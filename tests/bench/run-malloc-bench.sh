@@ -42,20 +42,8 @@ while [ $# -gt 0 ]; do
 done
 
 bench=$build/tests/bench/malloc-bench
-libmemd=$(realpath -e "$build/libmemd/libmemd.so" 2>/dev/null) || libmemd=
-if [ ! -x "$bench" ] || [ -z "$libmemd" ]; then
-        echo "run-malloc-bench.sh: $bench or $build/libmemd/libmemd.so missing; build first (ninja -C $build) or set MEMD_BUILD" >&2
-        exit 2
-fi
-jemalloc=${JEMALLOC:-}
-if [ -z "$jemalloc" ]; then
-        for f in /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 /usr/local/lib/libjemalloc.so.2; do
-                if [ -e "$f" ]; then jemalloc=$f; break; fi
-        done
-fi
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/common.sh"
+bench_setup run-malloc-bench.sh "$bench"
 
 # name|label|environment (env(1) words); A must be first.
 variants=(

@@ -34,20 +34,8 @@ done
 
 here=$(cd "$(dirname "$0")" && pwd)
 seed=$build/tests/bench/seed-scenario
-libmemd=$(realpath -e "$build/libmemd/libmemd.so" 2>/dev/null) || libmemd=
-if [ ! -x "$seed" ] || [ -z "$libmemd" ]; then
-        echo "run-seed.sh: $seed or $build/libmemd/libmemd.so missing; build first (ninja -C $build) or set MEMD_BUILD" >&2
-        exit 2
-fi
-jemalloc=${JEMALLOC:-}
-if [ -z "$jemalloc" ]; then
-        for f in /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 /usr/local/lib/libjemalloc.so.2; do
-                if [ -e "$f" ]; then jemalloc=$f; break; fi
-        done
-fi
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/common.sh"
+bench_setup run-seed.sh "$seed"
 
 # Go: built here, offline, with throw-away caches.
 go=${GO:-go}

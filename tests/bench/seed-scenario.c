@@ -40,21 +40,6 @@
 
 #define MAX_THREADS 64
 
-struct entry {
-        struct entry *next;
-        char *key;
-        char *value;
-        size_t value_bytes;
-        uint64_t hash;
-};
-
-/* One shard per filling thread: no lock while filling. */
-struct shard {
-        struct entry **buckets;
-        size_t n_buckets;
-        size_t from, to;        /* entry numbers this shard's thread inserts */
-        size_t value_bytes;
-};
 
 static void *fill_main(void *arg) {
         struct shard *sh = arg;

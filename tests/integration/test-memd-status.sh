@@ -7,28 +7,8 @@
 # 2 s), sends garbage on a raw connection (memd must keep answering), and
 # stops memd with SIGTERM (exit 0, socket removed).
 . "$(dirname "$0")/common.sh"
-need_prog fake-agent
-
-MEMD=$MEMD_BUILD/memd/memd
-MEMCTL=$MEMD_BUILD/ctl/memctl
-[ -x "$MEMD" ] || skip "memd not built ($MEMD)"
-[ -x "$MEMCTL" ] || skip "memctl not built ($MEMCTL)"
+. "$(dirname "$0")/daemon.sh"
 command -v python3 >/dev/null || skip "python3 is needed to send raw bytes on the socket"
-
-sock=$tmp/memd.sock
-memd_pid=
-agent_pid=
-cleanup() {
-        [ -z "$agent_pid" ] || kill -KILL "$agent_pid" 2>/dev/null || true
-        [ -z "$memd_pid" ] || kill -KILL "$memd_pid" 2>/dev/null || true
-        wait 2>/dev/null || true
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-failed=0
-bad() { echo "FAIL: $*" >&2; failed=$((failed + 1)); }
-ctl() { "$MEMCTL" --socket "$sock" "$@"; }
 
 # expect_exit WANT PATTERN CMD...: CMD exits WANT and its stderr matches PATTERN.
 expect_exit() {
@@ -41,17 +21,11 @@ expect_exit() {
 
 "$MEMD" --socket "$sock" --log-target stderr 2>"$tmp/memd.log" &
 memd_pid=$!
-for _ in $(seq 50); do
-        [ -S "$sock" ] && break
-        kill -0 "$memd_pid" 2>/dev/null || fail "memd exited at start: $(cat "$tmp/memd.log")"
-        sleep 0.1
-done
-[ -S "$sock" ] || fail "memd did not create $sock within 5 s"
+wait_socket memd
 note "memd $memd_pid on $sock"
 
 note "status with no process: the header only"
 ctl status >"$tmp/status" || fail "memctl status failed"
-head_re='^ +PID +COMMAND +UNIT +RSS +HEAP-INUSE +HEAP-IDLE +RELEASED$'
 grep -Eq "$head_re" "$tmp/status" || bad "no status header: $(cat "$tmp/status")"
 [ "$(wc -l <"$tmp/status")" -eq 1 ] || bad "status lists processes before any attached: $(cat "$tmp/status")"
 
@@ -59,15 +33,7 @@ note "a second memd on the same socket refuses to start"
 expect_exit 1 'another memd is already answering' "$MEMD" --socket "$sock" --log-target stderr
 
 note "fake-agent attaches"
-"$PROGS/fake-agent" "$sock" >"$tmp/agent.out" &
-agent_pid=$!
-row_re="^ *$agent_pid +fake-agent +[^ ]+ +1\\.5 GiB +200 MiB +100 MiB +50 MiB\$"
-for _ in $(seq 50); do
-        ctl status >"$tmp/status" 2>&1 || true
-        grep -Eq "$row_re" "$tmp/status" && break
-        sleep 0.1
-done
-grep -Eq "$row_re" "$tmp/status" || bad "status has no row for pid $agent_pid with the agent's figures: $(cat "$tmp/status")"
+attach_fake_agent
 
 ctl status "$agent_pid" >"$tmp/one" || bad "memctl status $agent_pid failed"
 grep -Eq '^ +HeapAlloc +117\.7 MiB$' "$tmp/one" || bad "status PID: no HeapAlloc 117.7 MiB: $(cat "$tmp/one")"
@@ -152,16 +118,7 @@ grep -Eq "$head_re" "$tmp/status" || bad "no status header after garbage: $(cat 
 grep -q 'bad message' "$tmp/memd.log" || bad "memd did not log the bad message"
 
 note "SIGTERM: exit 0, socket removed"
-kill -TERM "$memd_pid"
-r=0
-wait "$memd_pid" || r=$?
-memd_pid=
-[ "$r" -eq 0 ] || bad "memd exited $r on SIGTERM"
+stop_memd
 [ ! -e "$sock" ] || bad "memd left its socket behind"
 
-if [ "$failed" -ne 0 ]; then
-        echo "--- memd log" >&2
-        cat "$tmp/memd.log" >&2
-        fail "$failed check(s) failed"
-fi
-note "ok"
+finish

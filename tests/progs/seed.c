@@ -53,24 +53,6 @@ typedef size_t (*size_fn)(void);
 
 #define MAX_THREADS 256
 
-/* One cache entry: the node, and the key and value it points to. */
-struct entry {
-        struct entry *next;
-        char *key;
-        char *value;
-        size_t value_bytes;
-        uint64_t hash;
-};
-
-/* One shard per filling thread, so filling takes no lock.  The bucket array
- * is not part of the cache's heap: it is mmapped, out of malloc. */
-struct shard {
-        struct entry **buckets;
-        size_t n_buckets;
-        size_t from, to;        /* entry numbers this shard's thread inserts */
-        size_t value_bytes;
-};
-
 struct cache {
         struct shard shards[MAX_THREADS];
         size_t n_shards;

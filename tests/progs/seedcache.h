@@ -1,4 +1,4 @@
-/* seedcache.h - what the seed-scenario programs (tests/progs/seed.c, tests/bench/seed-scenario.c) share: clock, RSS, allocation, key hashing. */
+/* seedcache.h - what the seed-scenario programs (tests/progs/seed.c, tests/bench/seed-scenario.c) share: the cache's entries and shards, clock, RSS, allocation, key hashing. */
 #ifndef MEMD_SEEDCACHE_H
 #define MEMD_SEEDCACHE_H
 
@@ -9,6 +9,24 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+
+/* One cache entry: the node, and the key and value it points to. */
+struct entry {
+        struct entry *next;
+        char *key;
+        char *value;
+        size_t value_bytes;
+        uint64_t hash;
+};
+
+/* One shard per filling thread, so filling takes no lock.  The bucket array
+ * is not part of the cache's heap: it is mmapped, out of malloc. */
+struct shard {
+        struct entry **buckets;
+        size_t n_buckets;
+        size_t from, to;        /* entry numbers this shard's thread inserts */
+        size_t value_bytes;
+};
 
 static inline double now_ms(void) {
         struct timespec ts;

@@ -1,0 +1,22 @@
+# shellcheck shell=bash disable=SC2034
+# common.sh - what the benchmark runners share (sourced): the libmemd and jemalloc to preload, a scratch directory.
+#
+# bench_setup NAME PROGRAM: checks that PROGRAM and libmemd.so are built under
+# $build, sets $libmemd, $jemalloc ($JEMALLOC or Debian's libjemalloc2, maybe
+# empty) and $tmp (removed at exit).
+bench_setup() {
+        local name=$1 prog=$2 f
+        libmemd=$(realpath -e "$build/libmemd/libmemd.so" 2>/dev/null) || libmemd=
+        if [ ! -x "$prog" ] || [ -z "$libmemd" ]; then
+                echo "$name: $prog or $build/libmemd/libmemd.so missing; build first (ninja -C $build) or set MEMD_BUILD" >&2
+                exit 2
+        fi
+        jemalloc=${JEMALLOC:-}
+        if [ -z "$jemalloc" ]; then
+                for f in /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 /usr/local/lib/libjemalloc.so.2; do
+                        if [ -e "$f" ]; then jemalloc=$f; break; fi
+                done
+        fi
+        tmp=$(mktemp -d)
+        trap 'rm -rf "$tmp"' EXIT
+}
