@@ -79,17 +79,14 @@ extern int64_t memd_start_ns;           /* CLOCK_MONOTONIC at load */
 
 enum { UNWIND_AUTO = 0, UNWIND_LIBUNWIND, UNWIND_BACKTRACE };
 
-/* The next allocator's entry points. */
+/* The next allocator's entry points.  The aligned family is served with its
+ * memalign (not every allocator has pvalloc), so only these are needed. */
 struct real_alloc {
         void *(*malloc)(size_t);
         void (*free)(void *);
         void *(*calloc)(size_t, size_t);
         void *(*realloc)(void *, size_t);
-        int (*posix_memalign)(void **, size_t, size_t);
-        void *(*aligned_alloc)(size_t, size_t);
         void *(*memalign)(size_t, size_t);
-        void *(*valloc)(size_t);
-        void *(*pvalloc)(size_t);
         size_t (*malloc_usable_size)(void *);
 };
 extern struct real_alloc memd_real;
@@ -109,7 +106,7 @@ void interpose_counters(struct counters *ret);
 /* sample.c: the sampled path */
 double sample_weight(uint64_t size_bytes, uint64_t rate_bytes);
 int64_t sample_next_interval(uint64_t *rng, uint64_t rate_bytes);
-int sample_stack(uintptr_t *pcs, int max, int skip);
+int sample_stack(uintptr_t *pcs, int max);
 void sample_init(void);
 
 /* bucket.c: the table of stacks and their figures */

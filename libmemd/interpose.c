@@ -402,11 +402,7 @@ _cold_ void interpose_init(void) {
         memd_real.free = resolve("free");
         memd_real.calloc = resolve("calloc");
         memd_real.realloc = resolve("realloc");
-        memd_real.posix_memalign = resolve("posix_memalign");
-        memd_real.aligned_alloc = resolve("aligned_alloc");
         memd_real.memalign = resolve("memalign");
-        memd_real.valloc = resolve("valloc");
-        memd_real.pvalloc = resolve("pvalloc");
         memd_real.malloc_usable_size = resolve("malloc_usable_size");
         if (!memd_real.malloc || !memd_real.free || !memd_real.calloc || !memd_real.realloc ||
             !memd_real.memalign || !memd_real.malloc_usable_size) {
@@ -572,7 +568,7 @@ static _slowpath_ void *sampled_alloc(struct thread_state *t, size_t n, size_t a
         saved = errno; /* a successful malloc leaves errno alone; the unwinder may not */
         t->guard++;
         weight = rate == 1 ? 1.0 : sample_weight(n, rate);
-        depth = sample_stack(pcs, PROFILE_MAX_DEPTH, 0);
+        depth = sample_stack(pcs, PROFILE_MAX_DEPTH);
         /* On trouble (table full) bucket.c stops sampling, once; this block
          * keeps its header so free() still finds the base. */
         if (bucket_record_alloc(pcs, depth > 0 ? (uint32_t) depth : 0, n, weight, &bucket) < 0)

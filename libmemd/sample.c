@@ -92,7 +92,7 @@ static bool skipped(uintptr_t pc) {
 }
 
 /* Fills pcs with return addresses, the caller of the allocator first. */
-int sample_stack(uintptr_t *pcs, int max, int skip _unused_) {
+int sample_stack(uintptr_t *pcs, int max) {
         void *raw[PROFILE_MAX_DEPTH + 16];
         int n, first = 0;
 
