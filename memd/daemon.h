@@ -73,6 +73,9 @@ void server_stop(struct server *s);
  * caller closes it). */
 int conn_send(struct conn *c, const msgpack_sbuffer *buf);
 void conn_free(struct conn *c);
+/* Feeds bytes read from c's socket to its reader and dispatches every whole
+ * message.  Returns 0, or -errno when c must be closed (already logged). */
+int conn_input(struct conn *c, const void *buf, size_t n);
 
 /* registry.c */
 /* Attaches conn as the agent of its SO_PEERCRED pid; an older connection of

@@ -225,18 +225,22 @@ static void conn_io(struct ev_loop *loop, ev_io *w, int revents) {
                 conn_free(c);
                 return;
         }
-        r = proto_reader_feed(c->reader, buf, (size_t) n);
+        if (conn_input(c, buf, (size_t) n) < 0)
+                conn_free(c);
+}
+
+int conn_input(struct conn *c, const void *buf, size_t n) {
+        int r;
+
+        r = proto_reader_feed(c->reader, buf, n);
         while (r >= 0 && (r = proto_reader_next(c->reader, &c->msg)) > 0) {
                 r = dispatch_message(c, &c->msg);
-                if (r < 0) {
-                        conn_free(c);
-                        return;
-                }
+                if (r < 0)
+                        return r;
         }
-        if (r < 0) {
+        if (r < 0)
                 log_errno(LOG_WARNING, r, "closing connection of pid %d: bad message: %m", (int) c->pid);
-                conn_free(c);
-        }
+        return r < 0 ? r : 0;
 }
 
 static void server_accept(struct ev_loop *loop, ev_io *w, int revents) {
