@@ -72,6 +72,9 @@ void server_stop(struct server *s);
  * Returns 0, or -ENOBUFS when the peer has too much unread output (the
  * caller closes it). */
 int conn_send(struct conn *c, const msgpack_sbuffer *buf);
+/* A connection over fd (non-blocking) from the peer SO_PEERCRED named;
+ * NULL when out of memory (fd is then the caller's). */
+struct conn *conn_new(struct server *s, int fd, pid_t pid, uid_t uid);
 void conn_free(struct conn *c);
 /* Feeds bytes read from c's socket to its reader and dispatches every whole
  * message.  Returns 0, or -errno when c must be closed (already logged). */

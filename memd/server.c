@@ -243,13 +243,35 @@ int conn_input(struct conn *c, const void *buf, size_t n) {
         return r < 0 ? r : 0;
 }
 
+struct conn *conn_new(struct server *s, int fd, pid_t pid, uid_t uid) {
+        struct conn *c = calloc(1, sizeof *c);
+
+        if (!c || proto_reader_new(&c->reader) < 0) {
+                free(c);
+                return NULL;
+        }
+        c->server = s;
+        c->fd = fd;
+        c->pid = pid;
+        c->uid = uid;
+        proto_msg_init(&c->msg);
+        ev_io_init(&c->io, conn_io, fd, EV_READ);
+        c->io.data = c;
+        ev_io_start(s->loop, &c->io);
+        c->next = s->conns;
+        if (s->conns)
+                s->conns->prev = c;
+        s->conns = c;
+        return c;
+}
+
 static void server_accept(struct ev_loop *loop, ev_io *w, int revents) {
         struct server *s = w->data;
         struct ucred cred;
         socklen_t len = sizeof cred;
-        struct conn *c;
-        int fd, r;
+        int fd;
 
+        (void) loop;
         (void) revents;
         fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -262,25 +284,10 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents) {
                 close(fd);
                 return;
         }
-        c = calloc(1, sizeof *c);
-        if (!c || (r = proto_reader_new(&c->reader)) < 0) {
+        if (!conn_new(s, fd, cred.pid, cred.uid)) {
                 log_warning("out of memory, dropping connection of pid %d", (int) cred.pid);
-                free(c);
                 close(fd);
-                return;
         }
-        c->server = s;
-        c->fd = fd;
-        c->pid = cred.pid;
-        c->uid = cred.uid;
-        proto_msg_init(&c->msg);
-        ev_io_init(&c->io, conn_io, fd, EV_READ);
-        c->io.data = c;
-        ev_io_start(loop, &c->io);
-        c->next = s->conns;
-        if (s->conns)
-                s->conns->prev = c;
-        s->conns = c;
 }
 
 int server_start(struct server *s, struct ev_loop *loop) {
