@@ -34,7 +34,9 @@
  * --probe COUNT is a control client instead: COUNT times, spaced --gap ms,
  * it connects, says HELLO, asks STATUS_REQUEST and decodes the reply, as
  * memctl does but without starting a process or printing.  It prints the
- * latencies and the reply's size on the wire. */
+ * latencies (whole call; request to decoded reply; request to the reply's
+ * first byte, which is memd's time to build it) and the reply's size on the
+ * wire. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -826,8 +828,10 @@ static double quantile_ms(const int64_t *sorted, unsigned n, double q) {
         return (double) sorted[rank ? rank - 1 : 0] / 1e6;
 }
 
-/* Reads until a whole message with id arrives; adds the bytes read to *bytes. */
-static int probe_wait(int fd, struct proto_reader *r, struct proto_msg *m, uint64_t id, uint64_t *bytes) {
+/* Reads until a whole message with id arrives; adds the bytes read to
+ * *bytes, and sets *first (if not NULL) when the first of them came. */
+static int probe_wait(int fd, struct proto_reader *r, struct proto_msg *m, uint64_t id, uint64_t *bytes,
+                      int64_t *first) {
         static char buf[READ_BYTES];
         int k;
 
@@ -842,6 +846,8 @@ static int probe_wait(int fd, struct proto_reader *r, struct proto_msg *m, uint6
                         continue;
                 if (n <= 0)
                         return n < 0 ? -errno : -ECONNRESET;
+                if (first && *bytes == 0)
+                        *first = mono_ns();
                 *bytes += (uint64_t) n;
                 k = proto_reader_feed(r, buf, (size_t) n);
                 if (k < 0)
@@ -850,7 +856,8 @@ static int probe_wait(int fd, struct proto_reader *r, struct proto_msg *m, uint6
 }
 
 static int run_probe(const struct sockaddr_un *sa) {
-        int64_t *total = calloc(opt.probe, sizeof *total), *rtt = calloc(opt.probe, sizeof *rtt);
+        int64_t *total = calloc(opt.probe, sizeof *total), *rtt = calloc(opt.probe, sizeof *rtt),
+                *ttfb = calloc(opt.probe, sizeof *ttfb);
         struct proto_hello h = { .version = PROTO_VERSION, .role = PROTO_ROLE_CONTROL };
         struct proto_request q = {};
         struct proto_status_reply reply;
@@ -859,7 +866,7 @@ static int run_probe(const struct sockaddr_un *sa) {
         uint32_t processes = 0;
         unsigned done = 0;
 
-        if (!total || !rtt)
+        if (!total || !rtt || !ttfb)
                 return 1;
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -870,7 +877,7 @@ static int run_probe(const struct sockaddr_un *sa) {
                 struct proto_reader *r = NULL;
                 struct proto_msg m;
                 uint64_t hello_bytes = 0, bytes = 0;
-                int64_t t0 = mono_ns(), t1;
+                int64_t t0 = mono_ns(), t1, first = 0;
                 int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), k = -EIO;
 
                 proto_msg_init(&m);
@@ -885,7 +892,7 @@ static int run_probe(const struct sockaddr_un *sa) {
                         goto fail;
                 /* memd sends nothing but HELLO_OK before the request, so
                  * every byte read after it is the reply's. */
-                k = probe_wait(fd, r, &m, 1, &hello_bytes);
+                k = probe_wait(fd, r, &m, 1, &hello_bytes, NULL);
                 if (k < 0 || m.type != PROTO_MSG_HELLO_OK)
                         goto fail;
                 t1 = mono_ns();
@@ -893,9 +900,10 @@ static int run_probe(const struct sockaddr_un *sa) {
                 packed(proto_pack_request(&pk, PROTO_MSG_STATUS_REQUEST, 2, &q), "STATUS_REQUEST");
                 if (send(fd, sb.data, sb.size, MSG_NOSIGNAL) != (ssize_t) sb.size)
                         goto fail;
-                k = probe_wait(fd, r, &m, 2, &bytes);
+                k = probe_wait(fd, r, &m, 2, &bytes, &first);
                 if (k < 0 || m.type != PROTO_MSG_STATUS_REPLY || (k = proto_decode_status_reply(&m, &reply)) < 0)
                         goto fail;
+                ttfb[done] = first - t1;
                 rtt[done] = mono_ns() - t1;
                 total[done] = mono_ns() - t0;
                 reply_bytes = bytes;
@@ -917,12 +925,16 @@ fail:
         }
         qsort(total, done, sizeof *total, cmp_i64);
         qsort(rtt, done, sizeof *rtt, cmp_i64);
+        qsort(ttfb, done, sizeof *ttfb, cmp_i64);
         printf("probe calls=%u processes=%" PRIu32 " reply_bytes=%" PRIu64
-               " total_p50_ms=%.2f total_p99_ms=%.2f rtt_p50_ms=%.2f rtt_p99_ms=%.2f rtt_max_ms=%.2f\n",
+               " total_p50_ms=%.2f total_p99_ms=%.2f rtt_p50_ms=%.2f rtt_p99_ms=%.2f rtt_max_ms=%.2f"
+               " ttfb_p50_ms=%.2f ttfb_p99_ms=%.2f\n",
                done, processes, reply_bytes, quantile_ms(total, done, 0.5), quantile_ms(total, done, 0.99),
-               quantile_ms(rtt, done, 0.5), quantile_ms(rtt, done, 0.99), (double) rtt[done - 1] / 1e6);
+               quantile_ms(rtt, done, 0.5), quantile_ms(rtt, done, 0.99), (double) rtt[done - 1] / 1e6,
+               quantile_ms(ttfb, done, 0.5), quantile_ms(ttfb, done, 0.99));
         free(total);
         free(rtt);
+        free(ttfb);
         return 0;
 }
 
