@@ -163,6 +163,7 @@ echo "agents-bench: $agents agents x (MEMSTATS + PROFILE_DELTA of $buckets bucke
 echo "windows ${window} s quiet, then $calls calls of each kind ${gap_ms} ms apart; $(nproc) CPUs, $(uname -r)"
 echo "memd: $memd (source $src, sha256 $(sha256sum "$memd" | cut -c1-12)), pid $memd_pid," \
         "open files soft/hard $(awk '/^Max open files/ { print $4 "/" $5 }' "/proc/$memd_pid/limits")"
+echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running competes for the same cores)"
 sleep 1
 
 echo "baseline: no agents ..." >&2
@@ -216,6 +217,7 @@ wait "$memd_pid" || r=$?
 memd_pid=
 put "total memd_exit $r"
 
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$results" "$agents" "$(getconf CLK_TCK)" <<'EOF'
 import math, sys
 
