@@ -36,5 +36,8 @@ const struct verb *verb_find(const char *name);
 const char *output_bytes(char *buf, size_t size, uint64_t bytes);
 void output_status_list(const struct ctl *ctl, const struct proto_process *p, size_t n);
 void output_status_one(const struct ctl *ctl, const struct proto_process *p);
+void output_gc(const struct ctl *ctl, uint32_t pid, const struct proto_gc_result *g);
+void output_scavenge(const struct ctl *ctl, uint32_t pid, const struct proto_scavenge_result *v);
+void output_event(const struct ctl *ctl, const struct proto_event *e);
 
 #endif

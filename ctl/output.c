@@ -95,15 +95,54 @@ static void json_memstats(const struct memd_memstats *s) {
         printf("}");
 }
 
+static void json_event(const struct proto_event *e) {
+        printf("{\"pid\": %" PRIu32 ", \"event\": \"%s\", \"time_ns\": %" PRId64 ", \"forced\": %s, \"seq\": %" PRIu64
+               ", \"duration_ns\": %" PRIu64, e->pid, e->kind == PROTO_EVENT_GC ? "gc" : "scvg", e->time_ns,
+               e->forced ? "true" : "false", e->seq, e->duration_ns);
+        if (e->kind == PROTO_EVENT_GC)
+                printf(", \"heap_before_bytes\": %" PRIu64 ", \"heap_reclaimed_bytes\": %" PRIu64
+                       ", \"heap_live_bytes\": %" PRIu64 ", \"goal_bytes\": %" PRIu64,
+                       e->heap_before_bytes, e->heap_reclaimed_bytes, e->heap_live_bytes, e->goal_bytes);
+        else
+                printf(", \"released_bytes\": %" PRIu64 ", \"heap_inuse_bytes\": %" PRIu64
+                       ", \"heap_idle_bytes\": %" PRIu64 ", \"heap_sys_bytes\": %" PRIu64,
+                       e->released_bytes, e->heap_inuse_bytes, e->heap_idle_bytes, e->heap_sys_bytes);
+        printf(", \"text\": ");
+        json_string(e->text);
+        printf("}");
+}
+
 static void json_process(const struct proto_process *p) {
         printf("{\"pid\": %" PRIu32 ", \"uid\": %" PRIu32 ", \"comm\": ", p->pid, p->uid);
         json_string(p->comm);
         printf(", \"unit\": ");
         json_string(p->unit);
         printf(", \"attached_ns\": %" PRId64 ", \"stats_time_ns\": %" PRId64, p->attached_ns, p->stats_time_ns);
+        printf(", \"rate_bytes\": %" PRIu64 ", \"limit_bytes\": %" PRIu64 ", \"last_gc_ns\": %" PRId64
+               ", \"last_scvg_ns\": %" PRId64, p->rate_bytes, p->limit_bytes, p->last_gc_ns, p->last_scvg_ns);
+        printf(", \"profile\": {\"buckets\": %" PRIu64 ", \"alloc_objects\": %" PRIu64 ", \"alloc_bytes\": %" PRIu64
+               ", \"inuse_objects\": %" PRIu64 ", \"inuse_bytes\": %" PRIu64 "}",
+               p->profile_buckets, p->profile_alloc_objects, p->profile_alloc_bytes, p->profile_inuse_objects,
+               p->profile_inuse_bytes);
+        if (p->rss_anon_bytes || p->rss_file_bytes || p->pss_bytes)
+                printf(", \"rss\": {\"anon_bytes\": %" PRIu64 ", \"file_bytes\": %" PRIu64 ", \"shmem_bytes\": %" PRIu64
+                       ", \"pss_bytes\": %" PRIu64 ", \"swap_bytes\": %" PRIu64 ", \"lazyfree_bytes\": %" PRIu64 "}",
+                       p->rss_anon_bytes, p->rss_file_bytes, p->rss_shmem_bytes, p->pss_bytes, p->swap_bytes,
+                       p->lazyfree_bytes);
         if (p->has_stats) {
                 printf(", \"memstats\": ");
                 json_memstats(&p->stats);
+        }
+        if (p->event_view.n) {
+                printf(", \"events\": [");
+                for (uint32_t i = 0; i < p->event_view.n; i++) {
+                        struct proto_event e;
+                        if (proto_decode_event_object(&p->event_view.items[i], &e) < 0)
+                                continue;
+                        printf("%s", i ? ", " : "");
+                        json_event(&e);
+                }
+                printf("]");
         }
         printf("}");
 }
@@ -182,6 +221,117 @@ static void print_time_ns(int64_t ns) {
         printf("%s\n", buf);
 }
 
+/* The RSS breakdown memd read, and why RSS exceeds the heap in use. */
+static void print_rss(const struct proto_process *p) {
+        const struct memd_memstats *s = &p->stats;
+        char a[32], b[32], c[32], d[32], e[32];
+        uint64_t resident_idle = s->HeapIdle > s->HeapReleased ? s->HeapIdle - s->HeapReleased : 0;
+
+        printf("RSS:           %s", output_bytes(a, sizeof a, s->RSS));
+        if (p->rss_anon_bytes || p->rss_file_bytes)
+                printf(" = anon %s + file %s + shmem %s; PSS %s, swap %s\n",
+                       output_bytes(b, sizeof b, p->rss_anon_bytes), output_bytes(c, sizeof c, p->rss_file_bytes),
+                       output_bytes(d, sizeof d, p->rss_shmem_bytes), output_bytes(e, sizeof e, p->pss_bytes),
+                       output_bytes(a, sizeof a, p->swap_bytes));
+        else
+                printf("\n");
+        if (s->RSS <= s->HeapInuse)
+                return;
+        printf("  RSS - HeapInuse = %s:\n", output_bytes(a, sizeof a, s->RSS - s->HeapInuse));
+        printf("    %-11s idle heap still resident (HeapIdle - HeapReleased): the allocator keeps it for\n"
+               "                reuse; 'memctl free-os-memory %" PRIu32 "' returns it to the OS\n",
+               output_bytes(b, sizeof b, resident_idle), p->pid);
+        if (s->LazyFree)
+                printf("    %-11s LazyFree: freed with MADV_FREE, counted in RSS until the kernel needs it\n",
+                       output_bytes(c, sizeof c, s->LazyFree));
+        if (s->RSS > s->RssAnon)
+                printf("    %-11s file-backed and shared pages (code, mapped files): not heap\n",
+                       output_bytes(d, sizeof d, s->RSS - s->RssAnon));
+}
+
+static void print_event_lines(const struct proto_event *e, const char *indent) {
+        const char *t = e->text;
+
+        while (*t) {
+                size_t n = strcspn(t, "\n");
+                printf("%s%.*s\n", indent, (int) n, t);
+                t += n + (t[n] == '\n');
+        }
+}
+
+static void print_profile_and_events(const struct proto_process *p) {
+        char a[32], b[32], c[32];
+
+        printf("Profile:       %" PRIu64 " stacks at rate %s; in use ~%s in ~%" PRIu64 " objects, allocated ~%s\n",
+               p->profile_buckets, output_bytes(a, sizeof a, p->rate_bytes),
+               output_bytes(b, sizeof b, p->profile_inuse_bytes), p->profile_inuse_objects,
+               output_bytes(c, sizeof c, p->profile_alloc_bytes));
+        printf("Policy:        memory limit %s (policies arrive with memd.conf)\n",
+               p->limit_bytes ? output_bytes(a, sizeof a, p->limit_bytes) : "none");
+        if (!p->event_view.n) {
+                printf("Recent events: none\n");
+                return;
+        }
+        printf("Recent events (oldest first):\n");
+        for (uint32_t i = 0; i < p->event_view.n; i++) {
+                struct proto_event e;
+
+                if (proto_decode_event_object(&p->event_view.items[i], &e) >= 0)
+                        print_event_lines(&e, "  ");
+        }
+}
+
+void output_gc(const struct ctl *ctl, uint32_t pid, const struct proto_gc_result *g) {
+        char a[32], b[32], c[32];
+
+        if (ctl->json) {
+                printf("{\"pid\": %" PRIu32 ", \"freed_bytes\": %" PRIu64 ", \"heap_before_bytes\": %" PRIu64
+                       ", \"heap_after_bytes\": %" PRIu64 ", \"duration_ns\": %" PRIu64 ", \"text\": ",
+                       pid, g->freed_bytes, g->heap_before_bytes, g->heap_after_bytes, g->duration_ns);
+                json_string(g->text);
+                printf("}\n");
+                return;
+        }
+        printf("%s\n", g->text);
+        printf("reclaimers freed %s; HeapAlloc %s -> %s in %.3f ms\n", output_bytes(a, sizeof a, g->freed_bytes),
+               output_bytes(b, sizeof b, g->heap_before_bytes), output_bytes(c, sizeof c, g->heap_after_bytes),
+               (double) g->duration_ns / 1e6);
+}
+
+void output_scavenge(const struct ctl *ctl, uint32_t pid, const struct proto_scavenge_result *v) {
+        char a[32], b[32], c[32];
+        const char *t = v->text;
+
+        if (ctl->json) {
+                printf("{\"pid\": %" PRIu32 ", \"released_bytes\": %" PRIu64 ", \"rss_before_bytes\": %" PRIu64
+                       ", \"rss_after_bytes\": %" PRIu64 ", \"duration_ns\": %" PRIu64 ", \"text\": ",
+                       pid, v->released_bytes, v->rss_before_bytes, v->rss_after_bytes, v->duration_ns);
+                json_string(v->text);
+                printf("}\n");
+                return;
+        }
+        while (*t) {
+                size_t n = strcspn(t, "\n");
+                printf("%.*s\n", (int) n, t);
+                t += n + (t[n] == '\n');
+        }
+        printf("RSS %s -> %s (released %s) in %.3f ms\n", output_bytes(a, sizeof a, v->rss_before_bytes),
+               output_bytes(b, sizeof b, v->rss_after_bytes), output_bytes(c, sizeof c, v->released_bytes),
+               (double) v->duration_ns / 1e6);
+}
+
+void output_event(const struct ctl *ctl, const struct proto_event *e) {
+        char prefix[32];
+
+        if (ctl->json) {
+                json_event(e);
+                printf("\n");
+                return;
+        }
+        snprintf(prefix, sizeof prefix, "%" PRIu32 ": ", e->pid);
+        print_event_lines(e, prefix);
+}
+
 void output_status_one(const struct ctl *ctl, const struct proto_process *p) {
         char buf[32];
 
@@ -244,14 +394,6 @@ void output_status_one(const struct ctl *ctl, const struct proto_process *p) {
                 }
                 }
         }
-        if (p->stats.RSS > p->stats.HeapInuse) {
-                char gap[32], idle[32], lazy[32];
-                uint64_t resident_idle = p->stats.HeapIdle > p->stats.HeapReleased ?
-                        p->stats.HeapIdle - p->stats.HeapReleased : 0;
-
-                printf("RSS - HeapInuse is %s: idle heap not yet released %s, LazyFree (MADV_FREE, still counted) %s\n",
-                       output_bytes(gap, sizeof gap, p->stats.RSS - p->stats.HeapInuse),
-                       output_bytes(idle, sizeof idle, resident_idle),
-                       output_bytes(lazy, sizeof lazy, p->stats.LazyFree));
-        }
+        print_rss(p);
+        print_profile_and_events(p);
 }

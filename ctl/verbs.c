@@ -149,6 +149,8 @@ static int client_open(struct client *cl, const struct ctl *ctl) {
         return 0;
 }
 
+static int target_error(struct client *cl, uint32_t pid, const char *what);
+
 static int parse_pid(const char *s, uint32_t *ret) {
         char *end;
         unsigned long v;
@@ -193,16 +195,7 @@ static int verb_status(struct ctl *ctl, int argc, char **argv) {
                 goto out;
         }
         if (cl.msg.type == PROTO_MSG_ERROR) {
-                struct proto_error e = {};
-
-                if (proto_decode_error(&cl.msg, &e) >= 0 && e.code == ESRCH)
-                        fprintf(stderr, "memctl: process %" PRIu32 " is not attached to memd: "
-                                "is it running with libmemd?\n", q.pid);
-                else if (e.code == EPERM)
-                        fprintf(stderr, "memctl: permission denied: process %" PRIu32 " belongs to another user\n",
-                                q.pid);
-                else
-                        print_error_reply(&cl, "status");
+                target_error(&cl, q.pid, "status");
                 goto out;
         }
         if (cl.msg.type != PROTO_MSG_STATUS_REPLY || proto_decode_status_reply(&cl.msg, &reply) < 0) {
@@ -235,11 +228,204 @@ out:
         return ret;
 }
 
+/* Sends one request and waits for its reply into cl->msg.  Returns 0 or an
+ * exit code, having printed why (ERROR replies are left to the caller). */
+static int request(struct client *cl, uint32_t type, const struct proto_request *q, const char *what) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        uint64_t id = cl->next_id++;
+        int r;
+
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        r = proto_pack_request(&pk, type, id, q);
+        if (r >= 0)
+                r = client_send(cl, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        if (r >= 0)
+                r = client_wait(cl, id);
+        if (r < 0) {
+                fprintf(stderr, "memctl: %s: no answer from memd: %s\n", what, strerror(-r));
+                return EXIT_FAIL;
+        }
+        return 0;
+}
+
+/* memd's ERROR about process pid, said the way SPEC §5 wants: what happened
+ * and what to do. */
+static int target_error(struct client *cl, uint32_t pid, const char *what) {
+        struct proto_error e = {};
+
+        if (proto_decode_error(&cl->msg, &e) < 0) {
+                fprintf(stderr, "memctl: %s: memd sent a malformed error\n", what);
+                return EXIT_FAIL;
+        }
+        switch (e.code) {
+        case ESRCH:
+                /* memd says which: never attached, or gone while asked. */
+                if (strcmp(e.text, "process is not attached to memd") == 0)
+                        fprintf(stderr, "memctl: process %" PRIu32 " is not attached to memd: "
+                                "is it running with libmemd?\n", pid);
+                else
+                        fprintf(stderr, "memctl: %s: process %" PRIu32 ": %s\n", what, pid, e.text);
+                break;
+        case EPERM:
+                fprintf(stderr, "memctl: permission denied: process %" PRIu32 " belongs to another user "
+                        "(run as root or as its owner)\n", pid);
+                break;
+        case ETIMEDOUT:
+                fprintf(stderr, "memctl: %s: %s\n", what, e.text);
+                break;
+        default:
+                fprintf(stderr, "memctl: %s: %s (%s)\n", what, e.text, strerror((int) e.code));
+                break;
+        }
+        return EXIT_FAIL;
+}
+
+/* gc and free-os-memory run the application's reclaimers: memd gives them
+ * its --request-timeout, and we give memd more than that. */
+static void long_wait(struct client *cl) {
+        struct timeval tv = { .tv_sec = 3600 };
+
+        setsockopt(cl->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static int verb_gc(struct ctl *ctl, int argc, char **argv) {
+        struct proto_request q = {};
+        struct proto_gc_result g;
+        struct client cl;
+        int ret;
+
+        (void) argc;
+        if (parse_pid(argv[0], &q.pid) < 0)
+                return EXIT_USAGE;
+        ret = client_open(&cl, ctl);
+        if (ret)
+                goto out;
+        long_wait(&cl);
+        ret = request(&cl, PROTO_MSG_GC_REQUEST, &q, "gc");
+        if (ret)
+                goto out;
+        ret = EXIT_FAIL;
+        if (cl.msg.type == PROTO_MSG_ERROR) {
+                ret = target_error(&cl, q.pid, "gc");
+                goto out;
+        }
+        if (cl.msg.type != PROTO_MSG_GC_RESULT || proto_decode_gc_result(&cl.msg, &g) < 0) {
+                fprintf(stderr, "memctl: gc: memd sent a malformed reply\n");
+                goto out;
+        }
+        output_gc(ctl, q.pid, &g);
+        ret = EXIT_OK;
+out:
+        client_done(&cl);
+        return ret;
+}
+
+static int verb_free_os_memory(struct ctl *ctl, int argc, char **argv) {
+        struct proto_request q = {};
+        struct proto_scavenge_result v;
+        struct client cl;
+        int ret;
+
+        (void) argc;
+        if (parse_pid(argv[0], &q.pid) < 0)
+                return EXIT_USAGE;
+        ret = client_open(&cl, ctl);
+        if (ret)
+                goto out;
+        long_wait(&cl);
+        ret = request(&cl, PROTO_MSG_SCAVENGE_REQUEST, &q, "free-os-memory");
+        if (ret)
+                goto out;
+        ret = EXIT_FAIL;
+        if (cl.msg.type == PROTO_MSG_ERROR) {
+                ret = target_error(&cl, q.pid, "free-os-memory");
+                goto out;
+        }
+        if (cl.msg.type != PROTO_MSG_SCAVENGE_RESULT || proto_decode_scavenge_result(&cl.msg, &v) < 0) {
+                fprintf(stderr, "memctl: free-os-memory: memd sent a malformed reply\n");
+                goto out;
+        }
+        output_scavenge(ctl, q.pid, &v);
+        ret = EXIT_OK;
+out:
+        client_done(&cl);
+        return ret;
+}
+
+/* Follows events until memd goes away (exit 1) or we are interrupted. */
+static int verb_trace(struct ctl *ctl, int argc, char **argv) {
+        struct proto_request q = {};
+        struct proto_event e;
+        struct client cl;
+        char buf[65536];
+        uint64_t id;
+        int r, ret;
+
+        if (argc == 1 && parse_pid(argv[0], &q.pid) < 0)
+                return EXIT_USAGE;
+        ret = client_open(&cl, ctl);
+        if (ret)
+                goto out;
+        id = cl.next_id;
+        ret = request(&cl, PROTO_MSG_SUBSCRIBE, &q, "trace");
+        if (ret)
+                goto out;
+        ret = EXIT_FAIL;
+        if (cl.msg.type == PROTO_MSG_ERROR) {
+                ret = target_error(&cl, q.pid, "trace");
+                goto out;
+        }
+        if (cl.msg.type != PROTO_MSG_OK) {
+                fprintf(stderr, "memctl: trace: memd answered SUBSCRIBE with %s\n", proto_msg_type_name(cl.msg.type));
+                goto out;
+        }
+        if (q.pid)
+                fprintf(stderr, "memctl: following gc/scvg events of process %" PRIu32 "; Ctrl-C stops\n", q.pid);
+        else
+                fprintf(stderr, "memctl: following gc/scvg events of every process you may see; Ctrl-C stops\n");
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        long_wait(&cl);
+        for (;;) {
+                while ((r = proto_reader_next(cl.reader, &cl.msg)) > 0) {
+                        if (cl.msg.type != PROTO_MSG_EVENT || cl.msg.id != id)
+                                continue;
+                        if (proto_decode_event(&cl.msg, &e) < 0) {
+                                fprintf(stderr, "memctl: trace: memd sent a malformed event\n");
+                                goto out;
+                        }
+                        output_event(ctl, &e);
+                }
+                if (r < 0) {
+                        fprintf(stderr, "memctl: trace: bad data from memd: %s\n", strerror(-r));
+                        goto out;
+                }
+                ssize_t n = recv(cl.fd, buf, sizeof buf, 0);
+                if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                        continue;
+                if (n <= 0) {
+                        fprintf(stderr, "memctl: trace: memd closed the connection%s%s\n", n < 0 ? ": " : "",
+                                n < 0 ? strerror(errno) : "");
+                        goto out;
+                }
+                r = proto_reader_feed(cl.reader, buf, (size_t) n);
+                if (r < 0) {
+                        fprintf(stderr, "memctl: trace: bad data from memd: %s\n", strerror(-r));
+                        goto out;
+                }
+        }
+out:
+        client_done(&cl);
+        return ret;
+}
+
 static int verb_not_implemented(struct ctl *ctl, int argc, char **argv) {
         (void) ctl;
         (void) argc;
         (void) argv;
-        fprintf(stderr, "memctl: this command is not implemented yet; 'memctl status' is\n");
+        fprintf(stderr, "memctl: this command is not implemented yet\n");
         return EXIT_FAIL;
 }
 
@@ -247,12 +433,12 @@ static int verb_not_implemented(struct ctl *ctl, int argc, char **argv) {
 
 const struct verb verbs[] = {
         { "status", 0, 1, verb_status, "[PID]", "attached processes, or everything about one" },
-        { "free-os-memory", 1, 1, verb_not_implemented, "PID", "forced GC + scavenge (not implemented yet)" },
-        { "gc", 1, 1, verb_not_implemented, "PID", "forced GC cycle (not implemented yet)" },
+        { "free-os-memory", 1, 1, verb_free_os_memory, "PID", "forced GC + return free memory to the OS" },
+        { "gc", 1, 1, verb_gc, "PID", "forced GC cycle (the process's reclaimers)" },
         { "heap", 1, ARGS_MAX, verb_not_implemented, "PID [-o FILE] [--format F]", "heap profile (not implemented yet)" },
         { "top", 1, ARGS_MAX, verb_not_implemented, "PID [-n N] [--cum]", "pprof's top table (not implemented yet)" },
         { "set", 2, ARGS_MAX, verb_not_implemented, "PID KEY=VALUE...", "runtime policy change (not implemented yet)" },
-        { "trace", 0, 1, verb_not_implemented, "[PID]", "follow gc/scvg events (not implemented yet)" },
+        { "trace", 0, 1, verb_trace, "[PID]", "follow gc/scvg events live" },
         {}
 };
 

@@ -130,9 +130,45 @@ int stats_read_heap(const char *maps_path, struct memd_memstats *s);
 void stats_counters(struct memd_memstats *s);
 
 /* reclaim.c */
+enum { RECLAIM_EVENT_GC = 1, RECLAIM_EVENT_SCVG = 2 }; /* = PROTO_EVENT_* */
+#define RECLAIM_EVENTS 64       /* kept for the agent */
+
+/* One gc or scvg cycle, as memd's EVENT message carries it. */
+struct reclaim_event {
+        uint64_t seq;           /* 1, 2, ... in the order cycles ended */
+        uint32_t kind;          /* RECLAIM_EVENT_* */
+        bool forced;
+        uint64_t num;           /* gc: NumGC after it; scvg: automatic count, 0 when forced (scvg-1) */
+        int64_t time_ns;        /* CLOCK_REALTIME at its end */
+        uint64_t duration_ns;
+        uint64_t heap_before, heap_reclaimed, heap_live, goal; /* gc: A->B->C, goal */
+        uint64_t released, heap_inuse, heap_idle, heap_sys, heap_released; /* scvg */
+        char text[400];         /* the seed-grammar line(s), '\n' between, none at the end */
+};
+
+struct reclaim_report {
+        struct reclaim_event gc, scvg;
+        bool has_scvg;
+};
+
 void reclaim_fill_stats(struct memd_memstats *s);
 void reclaim_atfork_child(void);
-size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released);
+/* One cycle (reclaimers, then a trim when scavenge).  ret_released: heap no
+ * longer resident; ret_report: the cycle's events (zeroed when a reclaimer
+ * asked for a cycle from inside one).  Both may be NULL. */
+size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *ret_report);
+/* Copies the kept events newer than seq `after` into out, oldest first;
+ * *ret_dropped counts those that fell out of the ring unread. */
+size_t reclaim_events_since(uint64_t after, struct reclaim_event *out, size_t max, uint64_t *ret_dropped);
+uint64_t reclaim_events_last(void);
+/* Waits up to ms for a running cycle to end (not when called from one). */
+void reclaim_wait_idle(unsigned ms);
+
+/* agent.c: the thread that reports to memd */
+void agent_start(void);
+void agent_atfork_child(void);
+/* Wakes the agent (a new event); async-signal-safe, never blocks. */
+void agent_notify(void);
 
 /* trace.c: line formatting with no malloc and no stdio */
 struct buf {

@@ -374,6 +374,7 @@ static void atfork_child(void) {
         bucket_atfork_child();
         reclaim_atfork_child();
         pthread_mutex_unlock(&init_lock);
+        agent_atfork_child();
         /* Same slot, new identity: otherwise the parent's tid, gone in this
          * process, would let another thread claim the slot we still use. */
         if (t->slot && t->slot != &slot_emergency)
@@ -452,6 +453,7 @@ __attribute__((constructor)) static void interpose_constructor(void) {
         sample_init();
         t->guard--;
         __atomic_store_n(&sampling_ready, true, __ATOMIC_RELEASE);
+        agent_start();
 }
 
 /* ---- the sampled path ---- */

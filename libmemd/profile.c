@@ -499,9 +499,7 @@ static const char *skip_field(const char *p, const char *end) {
         return p;
 }
 
-/* One /proc/PID/maps line: "start-end perms offset dev inode   path".
- * Returns true for an executable file-backed mapping. */
-static bool parse_maps_line(const char *p, const char *end, uint64_t *start, uint64_t *limit,
+bool profile_parse_maps_line(const char *p, const char *end, uint64_t *start, uint64_t *limit,
                             uint64_t *offset, const char **path, size_t *path_len) {
         const char *perms;
 
@@ -558,7 +556,7 @@ static int mappings_parse(const struct profile *p, struct strtab *st,
                 const char *path;
                 size_t path_len;
 
-                if (parse_maps_line(s, line_end, &start, &limit, &offset, &path, &path_len)) {
+                if (profile_parse_maps_line(s, line_end, &start, &limit, &offset, &path, &path_len)) {
                         int64_t file_idx = strtab_intern(st, path, path_len), bid_idx = -1;
                         if (file_idx < 0) {
                                 free(m);

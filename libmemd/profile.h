@@ -2,6 +2,7 @@
 #ifndef MEMD_PROFILE_H
 #define MEMD_PROFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -50,6 +51,12 @@ struct profile {
 int profile_write_pprof(int fd, const struct profile *p);   /* gzipped profile.proto */
 int profile_write_text(int fd, const struct profile *p);    /* Go's debug=1 heap text */
 int profile_write_folded(int fd, const struct profile *p);  /* "f1;f2;f3 inuse_bytes" */
+
+/* One /proc/PID/maps line [p, end) without its newline: "start-end perms
+ * offset dev inode   path".  True for an executable file-backed mapping,
+ * with *path (not NUL-terminated) and *path_len set. */
+bool profile_parse_maps_line(const char *p, const char *end, uint64_t *start, uint64_t *limit,
+                             uint64_t *offset, const char **path, size_t *path_len);
 
 /* Reads the GNU build-id note of the ELF file at path into buf as raw bytes.
  * Returns its length, or -errno. */

@@ -261,7 +261,18 @@ static int decode_process_stats(const msgpack_object *o, void *ret);
         F("limit_bytes", U64, struct proto_process, limit_bytes, false),         \
         F("rate_bytes", U64, struct proto_process, rate_bytes, false),           \
         F("last_gc_ns", I64, struct proto_process, last_gc_ns, false),           \
-        F("last_scvg_ns", I64, struct proto_process, last_scvg_ns, false)
+        F("last_scvg_ns", I64, struct proto_process, last_scvg_ns, false),       \
+        F("pss_bytes", U64, struct proto_process, pss_bytes, false),             \
+        F("rss_anon_bytes", U64, struct proto_process, rss_anon_bytes, false),   \
+        F("rss_file_bytes", U64, struct proto_process, rss_file_bytes, false),   \
+        F("rss_shmem_bytes", U64, struct proto_process, rss_shmem_bytes, false), \
+        F("swap_bytes", U64, struct proto_process, swap_bytes, false),           \
+        F("lazyfree_bytes", U64, struct proto_process, lazyfree_bytes, false),   \
+        F("profile_buckets", U64, struct proto_process, profile_buckets, false), \
+        F("profile_alloc_objects", U64, struct proto_process, profile_alloc_objects, false), \
+        F("profile_alloc_bytes", U64, struct proto_process, profile_alloc_bytes, false),     \
+        F("profile_inuse_objects", U64, struct proto_process, profile_inuse_objects, false), \
+        F("profile_inuse_bytes", U64, struct proto_process, profile_inuse_bytes, false)
 
 static const struct proto_field process_scalar_table[] = {
         PROCESS_SCALAR_FIELDS,

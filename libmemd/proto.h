@@ -261,6 +261,12 @@ struct proto_process {
         uint64_t rate_bytes;    /* optional */
         int64_t last_gc_ns;     /* optional */
         int64_t last_scvg_ns;   /* optional */
+        /* optional: RSS breakdown memd reads from /proc/PID/status and
+         * smaps_rollup (status of one process only; 0 = not read) */
+        uint64_t pss_bytes, rss_anon_bytes, rss_file_bytes, rss_shmem_bytes, swap_bytes, lazyfree_bytes;
+        /* optional: memd's copy of the profile: buckets and rounded estimates */
+        uint64_t profile_buckets, profile_alloc_objects, profile_alloc_bytes;
+        uint64_t profile_inuse_objects, profile_inuse_bytes;
         struct memd_memstats stats;     /* optional map "memstats", every field required inside */
         bool has_stats;
         /* events: encode from these, decode into the view */

@@ -37,6 +37,11 @@ static struct {
         uint32_t num_scvg;
 } history;
 
+/* The last RECLAIM_EVENTS cycles, for the agent to send to memd. */
+static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct reclaim_event events[RECLAIM_EVENTS];
+static uint64_t events_seq;
+
 int memd_register_reclaimer(const char *name, size_t (*fn)(void *ctx), void *ctx) {
         int r = 0;
 
@@ -88,6 +93,7 @@ void reclaim_atfork_child(void) {
         pthread_mutex_init(&reclaimer_lock, NULL);
         pthread_mutex_init(&cycle_lock, NULL);
         pthread_mutex_init(&history_lock, NULL);
+        pthread_mutex_init(&events_lock, NULL);
         in_cycle = false;
 }
 
@@ -164,10 +170,11 @@ static uint32_t read_threads(void) {
 
 #define MB(x) ((x) >> 20)
 
-static void trace_gc(uint32_t n, int64_t start_ns, const uint64_t clock_ns[3], const uint64_t cpu_ns[3],
-                     uint64_t a, uint64_t b, uint64_t c, uint64_t goal, double frac, bool forced) {
-        char line[512];
-        struct buf o = { line, 0, sizeof(line) };
+/* The gctrace line, without its newline, into line (NUL-terminated); returns its length. */
+static size_t format_gc(char *line, size_t size, uint32_t n, int64_t start_ns, const uint64_t clock_ns[3],
+                        const uint64_t cpu_ns[3], uint64_t a, uint64_t b, uint64_t c, uint64_t goal, double frac,
+                        bool forced) {
+        struct buf o = { line, 0, size - 1 };
 
         buf_puts(&o, "gc ");
         buf_u64(&o, n);
@@ -200,13 +207,13 @@ static void trace_gc(uint32_t n, int64_t start_ns, const uint64_t clock_ns[3], c
         buf_puts(&o, " P");
         if (forced)
                 buf_puts(&o, " (forced)");
-        buf_puts(&o, "\n");
-        trace_write(STDERR_FILENO, line, o.len);
+        line[o.len] = 0;
+        return o.len;
 }
 
-static void trace_scvg(int k, uint64_t released, const struct memd_memstats *s) {
-        char line[512];
-        struct buf o = { line, 0, sizeof(line) };
+/* The two scvg lines, joined by a newline, without a trailing one. */
+static size_t format_scvg(char *line, size_t size, int k, uint64_t released, const struct memd_memstats *s) {
+        struct buf o = { line, 0, size - 1 };
         char label[24];
         struct buf l = { label, 0, sizeof(label) - 1 };
 
@@ -232,8 +239,67 @@ static void trace_scvg(int k, uint64_t released, const struct memd_memstats *s) 
         buf_u64(&o, MB(s->HeapReleased));
         buf_puts(&o, ", consumed: ");
         buf_u64(&o, MB(s->HeapSys - s->HeapReleased));
-        buf_puts(&o, " (MB)\n");
-        trace_write(STDERR_FILENO, line, o.len);
+        buf_puts(&o, " (MB)");
+        line[o.len] = 0;
+        return o.len;
+}
+
+/* Writes text and a newline to stderr with one write. */
+static void trace_line(const char *text, size_t len) {
+        char line[sizeof(((struct reclaim_event *) 0)->text) + 1];
+
+        memcpy(line, text, len);
+        line[len] = '\n';
+        trace_write(STDERR_FILENO, line, len + 1);
+}
+
+static void event_push(struct reclaim_event *e) {
+        pthread_mutex_lock(&events_lock);
+        e->seq = ++events_seq;
+        events[e->seq % RECLAIM_EVENTS] = *e;
+        pthread_mutex_unlock(&events_lock);
+        agent_notify();
+}
+
+uint64_t reclaim_events_last(void) {
+        uint64_t q;
+
+        pthread_mutex_lock(&events_lock);
+        q = events_seq;
+        pthread_mutex_unlock(&events_lock);
+        return q;
+}
+
+void reclaim_wait_idle(unsigned ms) {
+        struct timespec ts;
+
+        if (in_cycle)
+                return;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (long) (ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+        }
+        if (pthread_mutex_timedlock(&cycle_lock, &ts) == 0)
+                pthread_mutex_unlock(&cycle_lock);
+}
+
+size_t reclaim_events_since(uint64_t after, struct reclaim_event *out, size_t max, uint64_t *ret_dropped) {
+        size_t n = 0;
+        uint64_t first;
+
+        pthread_mutex_lock(&events_lock);
+        first = events_seq > RECLAIM_EVENTS ? events_seq - RECLAIM_EVENTS + 1 : 1;
+        if (ret_dropped)
+                *ret_dropped = after + 1 < first ? first - after - 1 : 0;
+        if (after + 1 > first)
+                first = after + 1;
+        for (uint64_t q = first; q <= events_seq && n < max; q++)
+                out[n++] = events[q % RECLAIM_EVENTS];
+        pthread_mutex_unlock(&events_lock);
+        return n;
 }
 
 /* Go 1.19's printScavTrace: "scav GEN W KiB work, R KiB total, U% util",
@@ -261,8 +327,10 @@ static void trace_scav(uint32_t gen, uint64_t released, const struct memd_memsta
 /* One GC cycle, optionally followed by a scavenge: phases are (stats before,
  * reclaimers, trim).  Returns the bytes reclaimers freed, and in
  * *ret_released the heap that stopped being resident. */
-size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released) {
+size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *ret_report) {
         struct thread_state *t = &memd_thread;
+        struct reclaim_event gc = { .kind = RECLAIM_EVENT_GC }, sv = { .kind = RECLAIM_EVENT_SCVG };
+        struct memd_memstats g = {};
         struct reclaimer list[RECLAIMERS_MAX];
         struct memd_memstats before, mid, after;
         int64_t c[4], u[4], end_real;
@@ -277,6 +345,8 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released) {
                  * cycle already does it (and its trim, if it scavenges). */
                 if (ret_released)
                         *ret_released = 0;
+                if (ret_report)
+                        memset(ret_report, 0, sizeof(*ret_report));
                 return 0;
         }
         pthread_mutex_lock(&cycle_lock);
@@ -334,12 +404,20 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released) {
         history.live_after_bytes = after.HeapAlloc;
         pthread_mutex_unlock(&history_lock);
 
-        if (memd_config.gctrace) {
-                struct memd_memstats g = {};
-                reclaim_fill_stats(&g);
-                trace_gc(n_gc, c[0], clock_ns, cpu_ns, before.HeapAlloc, mid.HeapAlloc, after.HeapAlloc,
-                         g.NextGC, g.GCCPUFraction, forced);
-        }
+        reclaim_fill_stats(&g);
+        gc.forced = forced;
+        gc.num = n_gc;
+        gc.time_ns = end_real;
+        gc.duration_ns = pause;
+        gc.heap_before = before.HeapAlloc;
+        gc.heap_reclaimed = mid.HeapAlloc;
+        gc.heap_live = after.HeapAlloc;
+        gc.goal = g.NextGC;
+        format_gc(gc.text, sizeof(gc.text), n_gc, c[0], clock_ns, cpu_ns, before.HeapAlloc, mid.HeapAlloc,
+                  after.HeapAlloc, g.NextGC, g.GCCPUFraction, forced);
+        if (memd_config.gctrace)
+                trace_line(gc.text, strlen(gc.text));
+        event_push(&gc);
 
         if (scavenge) {
                 int k;
@@ -352,26 +430,42 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released) {
                 pthread_mutex_lock(&history_lock);
                 k = forced ? -1 : (int) history.num_scvg++;
                 pthread_mutex_unlock(&history_lock);
+                sv.forced = forced;
+                sv.num = k < 0 ? 0 : (uint64_t) k;
+                sv.time_ns = now_ns(CLOCK_REALTIME);
+                sv.duration_ns = clock_ns[2];
+                sv.released = released;
+                sv.heap_inuse = after.HeapInuse;
+                sv.heap_idle = after.HeapIdle;
+                sv.heap_sys = after.HeapSys;
+                sv.heap_released = after.HeapReleased;
+                format_scvg(sv.text, sizeof(sv.text), k, released, &after);
                 if (memd_config.gctrace)
-                        trace_scvg(k, released, &after);
+                        trace_line(sv.text, strlen(sv.text));
                 if (memd_config.scavtrace)
                         trace_scav(n_gc, released, &after, forced);
+                event_push(&sv);
         }
 
         in_cycle = false;
         pthread_mutex_unlock(&cycle_lock);
         if (ret_released)
                 *ret_released = released;
+        if (ret_report) {
+                ret_report->gc = gc;
+                ret_report->scvg = sv;
+                ret_report->has_scvg = scavenge;
+        }
         return freed;
 }
 
 size_t memd_gc(void) {
-        return reclaim_cycle(true, false, NULL);
+        return reclaim_cycle(true, false, NULL, NULL);
 }
 
 size_t memd_free_os_memory(void) {
         uint64_t released = 0;
 
-        reclaim_cycle(true, true, &released);
+        reclaim_cycle(true, true, &released, NULL);
         return (size_t) released;
 }

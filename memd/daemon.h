@@ -18,6 +18,53 @@
 #define CONN_READ_BYTES 65536
 
 struct process;
+struct pending;
+
+/* A control client's SUBSCRIBE (memctl trace). */
+struct subscription {
+        bool on;
+        uint64_t id;            /* the SUBSCRIBE's id: every EVENT streamed carries it */
+        pid_t pid;              /* 0: every process the client may see */
+};
+
+/* One process's profile as memd holds it (store.c).  Records are allocated
+ * with only the pcs they have: never copy one by value. */
+#define STORE_MAX_RECORDS 65536u
+struct store {
+        struct profile_record **recs;
+        uint64_t *hashes;
+        size_t n, cap;
+        uint32_t *index;        /* open addressing: positions in recs */
+        size_t index_cap;
+        uint64_t rate_bytes;    /* the period of the last snapshot/delta */
+        int64_t time_ns;        /* when the agent read its table */
+        uint64_t generation;    /* of the snapshot being (or last) received */
+        bool complete;          /* the last snapshot's final part arrived */
+        uint64_t snapshots, deltas;
+};
+
+struct store_totals {
+        uint64_t buckets, alloc_bytes, alloc_objects, inuse_bytes, inuse_objects; /* estimates, rounded */
+};
+
+struct mapping {
+        uint64_t start, limit, offset;
+        char *path;
+        uint8_t build_id[PROTO_MAX_BUILD_ID_BYTES];
+        uint32_t build_id_len;
+};
+
+struct mappings {
+        struct mapping *v;
+        size_t n;
+};
+
+/* A gc/scvg event as kept in a process's history (the text allocated). */
+struct event {
+        struct proto_event figures; /* text[] unused: see text */
+        char *text;
+};
+#define EVENT_HISTORY 32
 
 struct conn {
         struct server *server;
@@ -31,6 +78,7 @@ struct conn {
         struct process *process; /* agents: their registry entry */
         char *out;
         size_t out_len, out_off, out_cap;
+        struct subscription sub;
         struct conn *prev, *next;
 };
 
@@ -48,6 +96,12 @@ struct process {
         int64_t received_ns;    /* when memd received them */
         bool has_stats;
         struct memd_memstats stats;
+        uint64_t rate_bytes;    /* HELLO's, then the profile's */
+        struct store profile;
+        struct mappings mappings;
+        struct event *events;   /* ring of EVENT_HISTORY, allocated on the first */
+        uint64_t n_events;      /* ever received */
+        int64_t last_gc_ns, last_scvg_ns;
         struct process *prev, *next;
 };
 
@@ -62,6 +116,9 @@ struct server {
         struct conn *conns;
         struct process *processes;
         unsigned n_processes;
+        struct pending *pending;        /* requests forwarded to agents */
+        uint64_t next_agent_id;
+        double request_timeout_s;
 };
 
 /* server.c */
@@ -91,6 +148,38 @@ void registry_update_stats(struct process *p, const struct proto_memstats *m);
 void registry_fill(const struct process *p, struct proto_process *ret);
 void registry_done(struct server *s);
 
+/* registry.c: history */
+void registry_add_event(struct process *p, const struct proto_event *e);
+/* Fills the RSS breakdown from /proc/PID/status and smaps_rollup. */
+void registry_read_rss(const struct process *p, struct proto_process *ret);
+
+/* store.c */
+void store_init(struct store *s);
+void store_clear(struct store *s);
+void store_free(struct store *s);
+/* Adds r's figures to the record of its stack (made if new).  -ENOSPC past
+ * STORE_MAX_RECORDS, -ENOMEM. */
+int store_add(struct store *s, const struct profile_record *r);
+void store_totals(const struct store *s, struct store_totals *t);
+int mappings_set(struct mappings *m, const struct proto_mappings *in);
+void mappings_free(struct mappings *m);
+
+/* forward.c: requests relayed from control clients to agents */
+#define REQUEST_TIMEOUT_S 10.0
+/* Sends a request of type (GC_REQUEST, ...) to p's agent on behalf of
+ * control client c (its request id ctl_id).  The answer, a timeout
+ * (ETIMEDOUT) or the process going away (ESRCH) is relayed to c.  Returns 0
+ * or -errno (then nothing was sent; the caller replies). */
+int forward_request(struct process *p, struct conn *c, uint64_t ctl_id, uint32_t type, const struct proto_request *q);
+/* An agent's reply (GC_RESULT, SCAVENGE_RESULT, OK, ERROR) to a forwarded
+ * request.  Returns 0 (unknown ids are dropped) or -errno for a bad body. */
+int forward_reply(struct conn *agent, const struct proto_msg *m);
+/* Fails every request forwarded to p (ESRCH) or, with a control conn,
+ * forgets the requests it made. */
+void forward_process_gone(struct process *p);
+void forward_conn_gone(struct conn *c);
+void forward_done(struct server *s);
+
 /* dispatch.c */
 /* Handles one message from c.  Returns 0 to go on, or -errno to close c
  * (the reason was logged). */
@@ -104,6 +193,9 @@ void log_msg(int priority, const char *fmt, ...) __attribute__((format(printf, 2
 void log_event(const char *event, const struct process *p, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 int log_errno(int priority, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A gc/scvg cycle of p: MESSAGE = its seed-grammar line(s), with the figures
+ * as MEMD_* fields. */
+void log_cycle(const struct process *p, const struct proto_event *e);
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
 #define log_error_errno(r, ...) log_errno(LOG_ERR, r, __VA_ARGS__)

@@ -1,5 +1,8 @@
 /* dispatch.c - memd's message handlers: one table {type, who may send it, handler}. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +67,8 @@ static int dispatch_hello(struct conn *c, const struct proto_msg *m) {
                 }
         }
         c->role = h.role;
+        if (c->process && h.rate_bytes)
+                c->process->rate_bytes = h.rate_bytes;
 
         ok.pid = (uint32_t) c->pid;
         ok.uid = (uint32_t) c->uid;
@@ -102,10 +107,272 @@ static bool may_see(const struct conn *c, const struct process *p) {
         return c->uid == 0 || c->uid == p->uid;
 }
 
+/* Sends what pk packed into sb; on failure the connection is closed by the
+ * caller (returns -errno, logged). */
+static int send_packed(struct conn *c, msgpack_sbuffer *sb, int r) {
+        if (r >= 0 && sb->size > PROTO_MAX_FRAME_BYTES)
+                r = -EMSGSIZE;
+        if (r >= 0)
+                r = conn_send(c, sb);
+        msgpack_sbuffer_destroy(sb);
+        if (r < 0)
+                return log_errno(LOG_WARNING, r, "closing connection of pid %d: cannot reply: %m", (int) c->pid);
+        return 0;
+}
+
+#define PACK_INIT(sb, pk)                                             \
+        msgpack_sbuffer_init(&(sb));                                  \
+        msgpack_packer_init(&(pk), &(sb), msgpack_sbuffer_write)
+
+/* ---- from agents ---- */
+
+static int dispatch_profile(struct conn *c, const struct proto_msg *m) {
+        struct process *p = c->process;
+        struct proto_profile h;
+        struct profile_record *rec;
+        int r;
+
+        r = proto_decode_profile(m, &h);
+        if (r < 0)
+                return bad_body(c, m, r);
+        if (!p)
+                return 0;
+        if (m->type == PROTO_MSG_PROFILE_SNAPSHOT) {
+                if (h.part == 0) {
+                        store_clear(&p->profile);
+                        p->profile.generation = h.generation;
+                        p->profile.complete = false;
+                } else if (h.generation != p->profile.generation || p->profile.complete) {
+                        log_info("pid %d: dropping part %u of snapshot %" PRIu64 " (expected snapshot %" PRIu64 ")",
+                                 (int) c->pid, h.part, h.generation, p->profile.generation);
+                        return 0;
+                }
+        }
+        rec = malloc(sizeof(*rec));
+        if (!rec)
+                return log_errno(LOG_WARNING, -ENOMEM, "closing connection of pid %d: %m", (int) c->pid);
+        for (uint32_t i = 0; i < h.buckets.n; i++) {
+                proto_decode_bucket(&h.buckets.items[i], rec); /* validated by proto_decode_profile */
+                r = store_add(&p->profile, rec);
+                if (r == -ENOSPC) {
+                        log_warning("pid %d: more than %u stacks; the rest of its profile is dropped",
+                                    (int) c->pid, STORE_MAX_RECORDS);
+                        break;
+                }
+                if (r < 0) {
+                        free(rec);
+                        return log_errno(LOG_WARNING, r, "closing connection of pid %d: %m", (int) c->pid);
+                }
+        }
+        free(rec);
+        p->profile.rate_bytes = h.rate_bytes;
+        p->profile.time_ns = h.time_ns;
+        if (m->type == PROTO_MSG_PROFILE_DELTA)
+                p->profile.deltas++;
+        else if (h.final) {
+                p->profile.complete = true;
+                p->profile.snapshots++;
+        }
+        return 0;
+}
+
+static int dispatch_mappings(struct conn *c, const struct proto_msg *m) {
+        struct proto_mappings h;
+        int r;
+
+        r = proto_decode_mappings(m, &h);
+        if (r < 0)
+                return bad_body(c, m, r);
+        if (c->process && (r = mappings_set(&c->process->mappings, &h)) < 0)
+                return log_errno(LOG_WARNING, r, "closing connection of pid %d: %m", (int) c->pid);
+        return 0;
+}
+
+/* Streams e to every subscriber that may see p. */
+static void publish(struct process *p, struct proto_event *e) {
+        struct server *s = p->server;
+        struct conn *x, *next;
+
+        e->pid = (uint32_t) p->pid;
+        for (x = s->conns; x; x = next) {
+                msgpack_sbuffer sb;
+                msgpack_packer pk;
+                int r;
+
+                next = x->next;
+                if (!x->sub.on || !may_see(x, p) || (x->sub.pid && x->sub.pid != p->pid))
+                        continue;
+                PACK_INIT(sb, pk);
+                r = proto_pack_event(&pk, x->sub.id, e);
+                if (r >= 0)
+                        r = conn_send(x, &sb);
+                msgpack_sbuffer_destroy(&sb);
+                if (r < 0) {
+                        log_errno(LOG_INFO, r, "closing subscriber pid %d: %m", (int) x->pid);
+                        conn_free(x); /* a control client: never p's agent, never next */
+                }
+        }
+}
+
+static int dispatch_event(struct conn *c, const struct proto_msg *m) {
+        struct proto_event *e;
+        int r;
+
+        e = malloc(sizeof(*e));
+        if (!e)
+                return log_errno(LOG_WARNING, -ENOMEM, "closing connection of pid %d: %m", (int) c->pid);
+        r = proto_decode_event(m, e);
+        if (r < 0) {
+                free(e);
+                return bad_body(c, m, r);
+        }
+        if (c->process) {
+                log_cycle(c->process, e);
+                registry_add_event(c->process, e);
+                publish(c->process, e);
+        }
+        free(e);
+        return 0;
+}
+
+static int dispatch_agent_reply(struct conn *c, const struct proto_msg *m) {
+        int r = forward_reply(c, m);
+
+        return r < 0 ? bad_body(c, m, r) : 0;
+}
+
+/* ---- from control clients ---- */
+
+/* The target of a control request: attached, and the caller's to act on.
+ * NULL after replying with the error. */
+static struct process *target(struct conn *c, const struct proto_msg *m, const struct proto_request *q, int *ret) {
+        struct process *p;
+
+        *ret = 0;
+        if (q->pid == 0) {
+                *ret = reply_error(c, m->id, EINVAL, "a pid is required");
+                return NULL;
+        }
+        p = registry_find(c->server, (pid_t) q->pid);
+        if (!p) {
+                *ret = reply_error(c, m->id, ESRCH, "process is not attached to memd");
+                return NULL;
+        }
+        if (!may_see(c, p)) {
+                *ret = reply_error(c, m->id, EPERM, "process belongs to another user");
+                return NULL;
+        }
+        return p;
+}
+
+static int dispatch_forward(struct conn *c, const struct proto_msg *m) {
+        struct proto_request q = {};
+        struct process *p;
+        int r;
+
+        r = proto_decode_request(m, &q);
+        if (r < 0)
+                return bad_body(c, m, r);
+        p = target(c, m, &q, &r);
+        if (!p)
+                return r;
+        r = forward_request(p, c, m->id, m->type, &q);
+        if (r == -ESRCH)
+                return reply_error(c, m->id, ESRCH, "process went away");
+        if (r < 0)
+                return reply_error(c, m->id, -r, "cannot send the request to the process");
+        return 0;
+}
+
+/* PROFILE_REQUEST: memd answers from its own copy (MAPPINGS, then the
+ * snapshot parts, the last with final), so a stopped process still has a
+ * profile. */
+#define PARTS_BUCKETS 4096u
+static int dispatch_profile_request(struct conn *c, const struct proto_msg *m) {
+        struct proto_request q = {};
+        struct proto_mapping *pm;
+        struct profile_record *recs;
+        struct process *p;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        size_t n, off = 0;
+        uint32_t part = 0;
+        int r;
+
+        r = proto_decode_request(m, &q);
+        if (r < 0)
+                return bad_body(c, m, r);
+        p = target(c, m, &q, &r);
+        if (!p)
+                return r;
+        n = p->mappings.n;
+        pm = calloc(n ? n : 1, sizeof(*pm));
+        recs = calloc(PARTS_BUCKETS, sizeof(*recs));
+        if (!pm || !recs) {
+                free(pm);
+                free(recs);
+                return reply_error(c, m->id, ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct mapping *x = &p->mappings.v[i];
+                pm[i].start = x->start;
+                pm[i].limit = x->limit;
+                pm[i].offset = x->offset;
+                snprintf(pm[i].path, sizeof(pm[i].path), "%s", x->path);
+                memcpy(pm[i].build_id, x->build_id, x->build_id_len);
+                pm[i].build_id_len = x->build_id_len;
+        }
+        PACK_INIT(sb, pk);
+        r = send_packed(c, &sb, proto_pack_mappings(&pk, m->id, (uint32_t) p->pid, pm, n));
+        free(pm);
+        do {
+                size_t k = p->profile.n - off < PARTS_BUCKETS ? p->profile.n - off : PARTS_BUCKETS;
+                struct proto_profile h = {
+                        .pid = (uint32_t) p->pid,
+                        .generation = p->profile.generation,
+                        .part = part++,
+                        .final = off + k == p->profile.n,
+                        .rate_bytes = p->profile.rate_bytes ? p->profile.rate_bytes : p->rate_bytes,
+                        .time_ns = p->profile.time_ns,
+                };
+
+                if (r < 0)
+                        break;
+                for (size_t i = 0; i < k; i++) {
+                        const struct profile_record *x = p->profile.recs[off + i];
+                        /* Records are stored short: copy field by field. */
+                        memset(&recs[i], 0, sizeof(recs[i]));
+                        memcpy(&recs[i], x, offsetof(struct profile_record, pcs) + x->depth * sizeof(uintptr_t));
+                }
+                PACK_INIT(sb, pk);
+                r = send_packed(c, &sb, proto_pack_profile(&pk, PROTO_MSG_PROFILE_SNAPSHOT, m->id, &h, recs, k));
+                off += k;
+        } while (off < p->profile.n);
+        free(recs);
+        return r;
+}
+
+static int dispatch_subscribe(struct conn *c, const struct proto_msg *m) {
+        struct proto_request q = {};
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        int r;
+
+        r = proto_decode_request(m, &q);
+        if (r < 0)
+                return bad_body(c, m, r);
+        if (q.pid != 0 && !target(c, m, &q, &r))
+                return r;
+        c->sub = (struct subscription) { .on = true, .id = m->id, .pid = (pid_t) q.pid };
+        PACK_INIT(sb, pk);
+        return send_packed(c, &sb, proto_pack_ok(&pk, m->id, UINT64_MAX));
+}
+
 static int dispatch_status(struct conn *c, const struct proto_msg *m) {
         struct server *s = c->server;
         struct proto_request q = {};
         struct proto_process *procs;
+        struct proto_event *events = NULL;
         msgpack_sbuffer sb;
         msgpack_packer pk;
         size_t n = 0;
@@ -128,11 +395,29 @@ static int dispatch_status(struct conn *c, const struct proto_msg *m) {
         for (struct process *p = s->processes; p; p = p->next)
                 if (q.pid != 0 ? p->pid == (pid_t) q.pid : may_see(c, p))
                         registry_fill(p, &procs[n++]);
+        if (q.pid != 0 && n == 1) {
+                struct process *p = registry_find(s, (pid_t) q.pid);
+                uint64_t k = p->n_events < EVENT_HISTORY ? p->n_events : EVENT_HISTORY;
+
+                registry_read_rss(p, &procs[0]);
+                events = calloc(k ? k : 1, sizeof(*events));
+                if (events && p->events) {
+                        for (uint64_t i = 0; i < k; i++) {
+                                const struct event *e = &p->events[(p->n_events - k + i) % EVENT_HISTORY];
+                                events[i] = e->figures;
+                                snprintf(events[i].text, sizeof(events[i].text), "%s", e->text ? e->text : "");
+                                events[i].pid = (uint32_t) p->pid;
+                        }
+                        procs[0].events = events;
+                        procs[0].n_events = k;
+                }
+        }
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         r = proto_pack_status_reply(&pk, m->id, procs, n);
         free(procs);
+        free(events);
         if (r >= 0 && sb.size > PROTO_MAX_FRAME_BYTES)
                 r = -EMSGSIZE;
         if (r < 0) {
@@ -146,17 +431,7 @@ static int dispatch_status(struct conn *c, const struct proto_msg *m) {
         return 0;
 }
 
-static int dispatch_not_implemented(struct conn *c, const struct proto_msg *m) {
-        return reply_error(c, m->id, ENOSYS, "not implemented yet in this memd");
-}
-
-/* Replies and snapshots memd does not use yet: accepted and dropped. */
-static int dispatch_ignore(struct conn *c, const struct proto_msg *m) {
-        (void) c;
-        (void) m;
-        return 0;
-}
-
+/* Snapshots sent with a PROFILE_REQUEST's id are stored like any other. */
 static int dispatch_bye(struct conn *c, const struct proto_msg *m) {
         (void) m;
         log_info("pid %d said BYE", (int) c->pid);
@@ -170,21 +445,21 @@ static const struct {
 } handlers[] = {
         { PROTO_MSG_BYE, WHO_AGENT | WHO_CONTROL, dispatch_bye },
         { PROTO_MSG_MEMSTATS, WHO_AGENT, dispatch_memstats },
-        { PROTO_MSG_PROFILE_SNAPSHOT, WHO_AGENT, dispatch_ignore },
-        { PROTO_MSG_PROFILE_DELTA, WHO_AGENT, dispatch_ignore },
-        { PROTO_MSG_MAPPINGS, WHO_AGENT, dispatch_ignore },
-        { PROTO_MSG_EVENT, WHO_AGENT, dispatch_ignore },
-        { PROTO_MSG_OK, WHO_AGENT, dispatch_ignore },
-        { PROTO_MSG_ERROR, WHO_AGENT, dispatch_ignore },
-        { PROTO_MSG_GC_RESULT, WHO_AGENT, dispatch_ignore },
-        { PROTO_MSG_SCAVENGE_RESULT, WHO_AGENT, dispatch_ignore },
+        { PROTO_MSG_PROFILE_SNAPSHOT, WHO_AGENT, dispatch_profile },
+        { PROTO_MSG_PROFILE_DELTA, WHO_AGENT, dispatch_profile },
+        { PROTO_MSG_MAPPINGS, WHO_AGENT, dispatch_mappings },
+        { PROTO_MSG_EVENT, WHO_AGENT, dispatch_event },
+        { PROTO_MSG_OK, WHO_AGENT, dispatch_agent_reply },
+        { PROTO_MSG_ERROR, WHO_AGENT, dispatch_agent_reply },
+        { PROTO_MSG_GC_RESULT, WHO_AGENT, dispatch_agent_reply },
+        { PROTO_MSG_SCAVENGE_RESULT, WHO_AGENT, dispatch_agent_reply },
         { PROTO_MSG_STATUS_REQUEST, WHO_CONTROL, dispatch_status },
-        { PROTO_MSG_GC_REQUEST, WHO_CONTROL, dispatch_not_implemented },
-        { PROTO_MSG_SCAVENGE_REQUEST, WHO_CONTROL, dispatch_not_implemented },
-        { PROTO_MSG_PROFILE_REQUEST, WHO_CONTROL, dispatch_not_implemented },
-        { PROTO_MSG_SET_RATE, WHO_CONTROL, dispatch_not_implemented },
-        { PROTO_MSG_SET_MEMORY_LIMIT, WHO_CONTROL, dispatch_not_implemented },
-        { PROTO_MSG_SUBSCRIBE, WHO_CONTROL, dispatch_not_implemented },
+        { PROTO_MSG_GC_REQUEST, WHO_CONTROL, dispatch_forward },
+        { PROTO_MSG_SCAVENGE_REQUEST, WHO_CONTROL, dispatch_forward },
+        { PROTO_MSG_PROFILE_REQUEST, WHO_CONTROL, dispatch_profile_request },
+        { PROTO_MSG_SET_RATE, WHO_CONTROL, dispatch_forward },
+        { PROTO_MSG_SET_MEMORY_LIMIT, WHO_CONTROL, dispatch_forward },
+        { PROTO_MSG_SUBSCRIBE, WHO_CONTROL, dispatch_subscribe },
 };
 
 int dispatch_message(struct conn *c, const struct proto_msg *m) {

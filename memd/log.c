@@ -1,5 +1,6 @@
 /* log.c - memd's log lines: "memd: ..." on stderr, or journal entries with structured fields. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,4 +97,41 @@ int log_errno(int priority, int r, const char *fmt, ...) {
         log_va(priority, NULL, NULL, fmt, ap);
         va_end(ap);
         return r < 0 ? r : -r;
+}
+
+void log_cycle(const struct process *p, const struct proto_event *e) {
+        const char *event = e->kind == PROTO_EVENT_GC ? "gc" : "scvg";
+
+        if (!use_journal) {
+                /* One line per trace line, each naming the process. */
+                const char *t = e->text;
+                while (*t) {
+                        size_t n = strcspn(t, "\n");
+                        fprintf(stderr, "memd: pid %d (%s): %.*s\n", (int) p->pid, p->comm, (int) n, t);
+                        t += n + (t[n] == '\n');
+                }
+                return;
+        }
+        /* OBJECT_PID: journald adds the process's OBJECT_COMM, OBJECT_EXE,
+         * OBJECT_SYSTEMD_UNIT... (trusted from a root sender). */
+        if (e->kind == PROTO_EVENT_GC)
+                sd_journal_send("MESSAGE=%s", e->text, "PRIORITY=%i", LOG_INFO, "MESSAGE_ID=%s", message_id(event),
+                                "MEMD_EVENT=%s", event, "MEMD_PID=%d", (int) p->pid, "OBJECT_PID=%d", (int) p->pid,
+                                "MEMD_COMM=%s", p->comm, "MEMD_UNIT=%s", p->unit,
+                                "MEMD_FORCED=%d", e->forced, "MEMD_SEQ=%" PRIu64, e->seq,
+                                "MEMD_DURATION_NS=%" PRIu64, e->duration_ns,
+                                "MEMD_HEAP_BEFORE_BYTES=%" PRIu64, e->heap_before_bytes,
+                                "MEMD_HEAP_RECLAIMED_BYTES=%" PRIu64, e->heap_reclaimed_bytes,
+                                "MEMD_HEAP_LIVE_BYTES=%" PRIu64, e->heap_live_bytes,
+                                "MEMD_GOAL_BYTES=%" PRIu64, e->goal_bytes, NULL);
+        else
+                sd_journal_send("MESSAGE=%s", e->text, "PRIORITY=%i", LOG_INFO, "MESSAGE_ID=%s", message_id(event),
+                                "MEMD_EVENT=%s", event, "MEMD_PID=%d", (int) p->pid, "OBJECT_PID=%d", (int) p->pid,
+                                "MEMD_COMM=%s", p->comm, "MEMD_UNIT=%s", p->unit,
+                                "MEMD_FORCED=%d", e->forced, "MEMD_SEQ=%" PRIu64, e->seq,
+                                "MEMD_DURATION_NS=%" PRIu64, e->duration_ns,
+                                "MEMD_RELEASED_BYTES=%" PRIu64, e->released_bytes,
+                                "MEMD_HEAP_INUSE_BYTES=%" PRIu64, e->heap_inuse_bytes,
+                                "MEMD_HEAP_IDLE_BYTES=%" PRIu64, e->heap_idle_bytes,
+                                "MEMD_HEAP_SYS_BYTES=%" PRIu64, e->heap_sys_bytes, NULL);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <msgpack.h>
@@ -36,7 +37,9 @@ static void help(void) {
                "                      a socket passed by systemd wins\n"
                "  --config-dir DIR    configuration directory (default /etc/memd; not read yet)\n"
                "  --user              per-user daemon under $XDG_RUNTIME_DIR\n"
-               "  --log-target T      auto (journal under systemd, else stderr), journal, stderr\n");
+               "  --log-target T      auto (journal under systemd, else stderr), journal, stderr\n"
+               "  --request-timeout S seconds a process has to answer gc/free-os-memory\n"
+               "                      (default 10)\n");
 }
 
 /* SIGHUP reloads the configuration (SPEC §4); there is none to read until
@@ -65,7 +68,7 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents) {
 }
 
 int main(int argc, char **argv) {
-        enum { ARG_SOCKET = 0x100, ARG_CONFIG_DIR, ARG_USER, ARG_LOG_TARGET };
+        enum { ARG_SOCKET = 0x100, ARG_CONFIG_DIR, ARG_USER, ARG_LOG_TARGET, ARG_REQUEST_TIMEOUT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -73,13 +76,15 @@ int main(int argc, char **argv) {
                 { "config-dir", required_argument, NULL, ARG_CONFIG_DIR },
                 { "user", no_argument, NULL, ARG_USER },
                 { "log-target", required_argument, NULL, ARG_LOG_TARGET },
+                { "request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT },
                 {}
         };
         enum log_target target = LOG_TARGET_AUTO;
         const char *socket_path = NULL;
         char user_path[4096];
         bool user = false;
-        struct server s = { .listen_fd = -1 };
+        struct server s = { .listen_fd = -1, .request_timeout_s = REQUEST_TIMEOUT_S };
+        struct rlimit nofile;
         struct ev_loop *loop;
         ev_signal sigterm, sigint, sighup;
         ev_timer watchdog;
@@ -116,6 +121,16 @@ int main(int argc, char **argv) {
                                 return 2;
                         }
                         break;
+                case ARG_REQUEST_TIMEOUT: {
+                        char *end;
+                        double t = strtod(optarg, &end);
+                        if (end == optarg || *end || !(t > 0 && t <= 3600)) {
+                                fprintf(stderr, "memd: --request-timeout: expected seconds in (0, 3600], not '%s'\n", optarg);
+                                return 2;
+                        }
+                        s.request_timeout_s = t;
+                        break;
+                }
                 default:
                         return 2;
                 }
@@ -137,6 +152,13 @@ int main(int argc, char **argv) {
         }
         if (!socket_path)
                 socket_path = DEFAULT_SOCKET;
+
+        /* Two descriptors per attached process (its connection and its
+         * pidfd): take the hard limit, as systemd leaves the soft one at 1024. */
+        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+                nofile.rlim_cur = nofile.rlim_max;
+                setrlimit(RLIMIT_NOFILE, &nofile);
+        }
 
         /* A peer that vanished mid-write must not kill us. */
         signal(SIGPIPE, SIG_IGN);

@@ -68,8 +68,11 @@ int registry_attach(struct server *s, struct conn *c) {
                         old->process = NULL;
                         conn_free(old);
                 }
+                /* What the old connection was asked is lost with it. */
+                forward_process_gone(p);
                 p->conn = c;
                 c->process = p;
+                read_comm(p->pid, p->comm, sizeof p->comm); /* an exec changes it */
                 log_event("attach", p, "reattach pid %d (%s)", (int) p->pid, p->comm);
                 return 0;
         }
@@ -90,6 +93,7 @@ int registry_attach(struct server *s, struct conn *c) {
         p->uid = c->uid;
         p->pidfd = fd;
         p->attached_ns = now_ns();
+        store_init(&p->profile);
         read_comm(p->pid, p->comm, sizeof p->comm);
         if (sd_pid_get_unit(p->pid, &unit) >= 0 && unit) {
                 snprintf(p->unit, sizeof p->unit, "%s", unit);
@@ -127,6 +131,12 @@ static void process_free(struct process *p) {
         if (p->next)
                 p->next->prev = p->prev;
         s->n_processes--;
+        store_free(&p->profile);
+        mappings_free(&p->mappings);
+        if (p->events)
+                for (unsigned i = 0; i < EVENT_HISTORY; i++)
+                        free(p->events[i].text);
+        free(p->events);
         free(p);
 }
 
@@ -134,6 +144,7 @@ void registry_detach(struct process *p, const char *why) {
         struct server *s = p->server;
 
         log_event("detach", p, "detach pid %d (%s): %s", (int) p->pid, p->comm, why);
+        forward_process_gone(p);
         process_free(p);
         notify_status(s);
 }
@@ -146,6 +157,8 @@ void registry_update_stats(struct process *p, const struct proto_memstats *m) {
 }
 
 void registry_fill(const struct process *p, struct proto_process *ret) {
+        struct store_totals t;
+
         memset(ret, 0, sizeof *ret);
         ret->pid = (uint32_t) p->pid;
         ret->uid = (uint32_t) p->uid;
@@ -158,6 +171,68 @@ void registry_fill(const struct process *p, struct proto_process *ret) {
                 ret->stats = p->stats;
                 ret->last_gc_ns = (int64_t) p->stats.LastGC;
         }
+        if (p->last_gc_ns > ret->last_gc_ns)
+                ret->last_gc_ns = p->last_gc_ns;
+        ret->last_scvg_ns = p->last_scvg_ns;
+        ret->rate_bytes = p->profile.rate_bytes ? p->profile.rate_bytes : p->rate_bytes;
+        store_totals(&p->profile, &t);
+        ret->profile_buckets = t.buckets;
+        ret->profile_alloc_objects = t.alloc_objects;
+        ret->profile_alloc_bytes = t.alloc_bytes;
+        ret->profile_inuse_objects = t.inuse_objects;
+        ret->profile_inuse_bytes = t.inuse_bytes;
+}
+
+void registry_add_event(struct process *p, const struct proto_event *e) {
+        struct event *slot;
+
+        if (e->kind == PROTO_EVENT_GC)
+                p->last_gc_ns = e->time_ns;
+        else
+                p->last_scvg_ns = e->time_ns;
+        if (!p->events) {
+                p->events = calloc(EVENT_HISTORY, sizeof(*p->events));
+                if (!p->events)
+                        return; /* the journal has it; the history misses it */
+        }
+        slot = &p->events[p->n_events % EVENT_HISTORY];
+        free(slot->text);
+        slot->figures = *e;
+        slot->figures.text[0] = 0;
+        slot->text = strdup(e->text);
+        p->n_events++;
+}
+
+/* "Key:   123 kB" lines of a /proc file, in bytes. */
+static void read_kb_fields(const char *path, const char *const *keys, uint64_t *const *out, size_t n) {
+        char line[256];
+        FILE *f = fopen(path, "re");
+
+        if (!f)
+                return;
+        while (fgets(line, sizeof line, f))
+                for (size_t i = 0; i < n; i++) {
+                        size_t k = strlen(keys[i]);
+                        unsigned long long v;
+                        if (!strncmp(line, keys[i], k) && line[k] == ':' &&
+                            sscanf(line + k + 1, "%llu", &v) == 1)
+                                *out[i] = (uint64_t) v * 1024;
+                }
+        fclose(f);
+}
+
+void registry_read_rss(const struct process *p, struct proto_process *ret) {
+        static const char *const status_keys[] = { "RssAnon", "RssFile", "RssShmem", "VmSwap" };
+        static const char *const smaps_keys[] = { "Pss", "LazyFree" };
+        uint64_t *const status_out[] = { &ret->rss_anon_bytes, &ret->rss_file_bytes, &ret->rss_shmem_bytes,
+                                         &ret->swap_bytes };
+        uint64_t *const smaps_out[] = { &ret->pss_bytes, &ret->lazyfree_bytes };
+        char path[64];
+
+        snprintf(path, sizeof path, "/proc/%d/status", (int) p->pid);
+        read_kb_fields(path, status_keys, status_out, 4);
+        snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int) p->pid);
+        read_kb_fields(path, smaps_keys, smaps_out, 2);
 }
 
 void registry_done(struct server *s) {

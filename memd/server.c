@@ -177,6 +177,7 @@ int conn_send(struct conn *c, const msgpack_sbuffer *buf) {
 void conn_free(struct conn *c) {
         if (!c)
                 return;
+        forward_conn_gone(c);
         if (c->process) {
                 c->process->conn = NULL;
                 registry_detach(c->process, "connection closed");
@@ -303,6 +304,7 @@ void server_stop(struct server *s) {
 
         while (s->conns)
                 conn_free(s->conns);
+        forward_done(s);
         registry_done(s);
         if (s->listen_fd >= 0) {
                 ev_io_stop(s->loop, &s->listen_io);

@@ -1,10 +1,11 @@
 #!/bin/bash
-# demo.sh - the main job, end to end on this machine: build, then run real programs under libmemd and show what it measures.
+# demo.sh - the main job, end to end on this machine: build, start memd on a private socket, run real programs under libmemd, and drive them with memctl.
 #
-# memd (the daemon) and memctl arrive with the next issue; until then the demo
-# shows libmemd alone, which is also its embedded default: gctrace lines,
-# exact MemStats, a heap profile read by `go tool pprof`, and free-os-memory on
-# the seed's scenario (a 1 GiB cache emptied).
+# memd runs in the foreground on $tmp/memd.sock (no root, no systemd needed);
+# python3 and the seed's cache program run under LD_PRELOAD=libmemd.so and
+# attach to it.  Shown: memctl status, status PID, a heap profile read by
+# `go tool pprof`, memctl gc, memctl free-os-memory on an emptied cache (RSS
+# before -> after), memctl trace, and the lines memd logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,42 +14,82 @@ meson setup build-demo -Dbuildtype=debugoptimized >/dev/null 2>&1 || meson setup
 ninja -C build-demo >/dev/null
 
 lib=$PWD/build-demo/libmemd/libmemd.so
+memd=$PWD/build-demo/memd/memd
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 export HOME=$tmp GOCACHE=$tmp/gocache PPROF_TMPDIR=$tmp
+export MEMD_SOCKET=$tmp/memd.sock
+memctl() { "$PWD/build-demo/ctl/memctl" --socket "$MEMD_SOCKET" "$@"; }
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { echo "\$ memctl $*"; memctl "$@"; }
+# wait_for FILE PATTERN: up to 60 s.
+wait_for() {
+        for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+        echo "demo: timed out waiting for '$2' in $1" >&2
+        cat "$1" >&2
+        exit 1
+}
 
-say "1. A real program (python3) under LD_PRELOAD=libmemd.so: it asks for its heap profile mid-run"
+say "0. memd, in the foreground on a private socket ($MEMD_SOCKET)"
+"$memd" --socket "$MEMD_SOCKET" --log-target stderr 2>"$tmp/memd.log" &
+pids+=($!)
+wait_for "$tmp/memd.log" ready
+cat "$tmp/memd.log"
+
+say "1. A real program (Debian's python3) under LD_PRELOAD=libmemd.so: builds a cache, writes its heap profile, empties the cache, waits"
 # The script reaches memd_write_heap_profile() through ctypes while its cache
-# is alive (a profile written at exit would show what is left after
-# Python's own teardown); the same call works from C with dlsym.
+# is alive; memctl heap (the daemon's copy, symbolized) is the next issue.
 cat > "$tmp/work.py" <<'PY'
-import ctypes, json, sys
-cache = {i: json.dumps({"id": i, "payload": "x" * 900}) for i in range(60000)}
+import ctypes, json, signal, sys
+cache = {i: json.dumps({"id": i, "payload": "x" * 900}) for i in range(300000)}
 kept = [bytearray(4096) for _ in range(5000)]
 memd = ctypes.CDLL(None)
 memd.memd_write_heap_profile.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
 r = memd.memd_write_heap_profile(sys.argv[1].encode(), -1, 0)
-print("python: profile written" if r == 0 else f"python: memd_write_heap_profile: {r}")
+print("python: profile written" if r == 0 else f"python: memd_write_heap_profile: {r}", flush=True)
+cache.clear()
+print("python: cache emptied, waiting", flush=True)
+signal.sigwait([signal.SIGTERM])
 PY
 # Debian's interpreter itself (not a version manager's shell shim).
-python=/usr/bin/python3
-LD_PRELOAD=$lib MEMD_PROFILE_RATE=64K $python "$tmp/work.py" "$tmp/python.pb.gz"
+LD_PRELOAD=$lib MEMD_PROFILE_RATE=64K /usr/bin/python3 "$tmp/work.py" "$tmp/python.pb.gz" >"$tmp/py.out" &
+py=$!
+pids+=("$py")
+wait_for "$tmp/py.out" waiting
+sleep 1.2 # one report interval: memd has its MemStats
+cat "$tmp/py.out"
+run status
+run status "$py"
+echo
 echo "\$ go tool pprof -top -sample_index=inuse_space python.pb.gz"
 go tool pprof -top -nodecount=12 -sample_index=inuse_space "$tmp/python.pb.gz" 2>/dev/null
-echo "\$ go tool pprof -top -cum -sample_index=alloc_space python.pb.gz   (who allocated, freed or not)"
-go tool pprof -top -cum -nodecount=10 -sample_index=alloc_space "$tmp/python.pb.gz" 2>/dev/null | tail -n +6
 
-say "2. The same, in Go's legacy text format (/debug/pprof/heap?debug=1 shape) with the MemStats trailer"
-LD_PRELOAD=$lib MEMD_PROFILE_RATE=64K $python "$tmp/work.py" "$tmp/python.txt" >/dev/null
-head -n 1 "$tmp/python.txt"
-grep -E '^# (HeapAlloc|HeapSys|HeapIdle|HeapInuse|HeapReleased|HeapObjects|Mallocs|Frees|RSS) ' "$tmp/python.txt"
+say "2. memctl trace follows the events; memctl gc and memctl free-os-memory act on the process from outside"
+memctl trace >"$tmp/trace.out" 2>/dev/null &
+pids+=($!)
+sleep 0.3
+run gc "$py"
+run free-os-memory "$py"
+sleep 0.3
+echo "\$ memctl trace        (running in the background since before the gc)"
+cat "$tmp/trace.out"
 
-say "3. The seed's scenario: a 1 GiB cache filled by 4 threads, one entry kept (pins the heap); its reclaimer empties it inside memd_free_os_memory(), gctrace on"
-MEMD_DEBUG=gctrace=1 LD_PRELOAD=$lib build-demo/tests/progs/seed -t 4 -k -m reclaimer 2>&1
+say "3. The seed's scenario: a 1 GiB cache filled by 4 threads and emptied by the program (one entry kept: it pins the heap, RSS stays up); memd gives it back"
+LD_PRELOAD=$lib build-demo/tests/progs/seed -t 4 -k -m app -w >"$tmp/seed.out" 2>&1 &
+seed=$!
+pids+=("$seed")
+wait_for "$tmp/seed.out" waiting
+sleep 1.2
+cat "$tmp/seed.out"
+run status
+run free-os-memory "$seed"
 echo
-echo "The same without libmemd: the program frees the cache, then glibc's malloc_trim(0) (fastbins on):"
+echo "The same program without libmemd, using glibc's malloc_trim(0) itself (fastbins on):"
 build-demo/tests/progs/seed -t 4 -k 2>&1 | tail -n 2
 
-say "Done.  See README.md for libmemd's environment variables and docs/ for how each figure is measured."
+say "4. What memd logged (with --log-target journal, or under systemd, these are journal entries with MEMD_* fields)"
+cat "$tmp/memd.log"
+
+say "Done.  README.md lists memctl's commands and libmemd's environment; docs/ says how each figure is measured."

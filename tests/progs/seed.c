@@ -29,6 +29,11 @@
  *   free rss_kib=N ms=F                        (mode=app)
  *   gc reclaimed_bytes=N ms=F                  (-g: memd_gc() first)
  *   free_os_memory via=memd|malloc_trim released_bytes=N ms=F rss_kib=N reclaimer_calls=N reclaimed_bytes=N
+ *
+ * -w: after the fill (and the free, -m app) print "waiting pid=N" and wait
+ * for SIGTERM or SIGINT instead of calling memd_free_os_memory(): memctl gc /
+ * free-os-memory do it from outside.  At the signal it prints
+ * "exit reclaimer_calls=N reclaimed_bytes=N rss_kib=N" and exits 0.
  */
 
 #include <dlfcn.h>
@@ -39,6 +44,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,17 +152,17 @@ static size_t cache_reclaim(void *ctx) {
 }
 
 static void usage(void) {
-        fprintf(stderr, "usage: seed [-t THREADS] [-n ENTRIES] [-b ENTRY_BYTES] [-k] [-m app|reclaimer] [-g]\n");
+        fprintf(stderr, "usage: seed [-t THREADS] [-n ENTRIES] [-b ENTRY_BYTES] [-k] [-m app|reclaimer] [-g] [-w]\n");
         exit(2);
 }
 
 int main(int argc, char **argv) {
         struct cache cache = { .n_entries = 1u << 20, .entry_bytes = 1024 };
         size_t nthreads = 1;
-        bool reclaimer_mode = false, call_gc = false;
+        bool reclaimer_mode = false, call_gc = false, wait_outside = false;
         int c;
 
-        while ((c = getopt(argc, argv, "t:n:b:km:g")) != -1) {
+        while ((c = getopt(argc, argv, "t:n:b:km:gw")) != -1) {
                 switch (c) {
                 case 't': nthreads = strtoul(optarg, NULL, 10); break;
                 case 'n': cache.n_entries = strtoul(optarg, NULL, 10); break;
@@ -171,6 +177,7 @@ int main(int argc, char **argv) {
                                 usage();
                         break;
                 case 'g': call_gc = true; break;
+                case 'w': wait_outside = true; break;
                 default: usage();
                 }
         }
@@ -239,6 +246,22 @@ int main(int argc, char **argv) {
                 size_t r = gc();
                 printf("gc reclaimed_bytes=%zu ms=%.3f\n", r, now_ms() - t0);
                 fflush(stdout);
+        }
+
+        if (wait_outside) {
+                sigset_t set;
+                int sig;
+
+                sigemptyset(&set);
+                sigaddset(&set, SIGTERM);
+                sigaddset(&set, SIGINT);
+                pthread_sigmask(SIG_BLOCK, &set, NULL);
+                printf("waiting pid=%d\n", (int)getpid());
+                fflush(stdout);
+                sigwait(&set, &sig);
+                printf("exit reclaimer_calls=%u reclaimed_bytes=%zu rss_kib=%ld\n",
+                       atomic_load(&reclaimer_calls), atomic_load(&reclaimed_bytes), rss_kib());
+                return 0;
         }
 
         size_t released = 0;

@@ -34,6 +34,12 @@ static uint32_t fake_threads = 4;
 void interpose_init(void) {
 }
 
+/* The agent's wake-up: counted, so the tests see every event announced. */
+static _Atomic int notified;
+void agent_notify(void) {
+        notified++;
+}
+
 void stats_counters(struct memd_memstats *s) {
         s->HeapAlloc = s->Alloc = fake_heap_alloc;
 }
@@ -61,6 +67,7 @@ static void setup(void) {
         memset(fake_reads, 0, sizeof(fake_reads));
         n_stats_read = 0;
         fake_threads = 4;
+        notified = 0;
 }
 
 static void teardown(void) {
@@ -314,7 +321,7 @@ START_TEST(test_history) {
 
         t0 = now_ns(CLOCK_REALTIME);
         memd_gc();
-        reclaim_cycle(false, false, NULL); /* an automatic one */
+        reclaim_cycle(false, false, NULL, NULL); /* an automatic one */
         memd_gc();
         t1 = now_ns(CLOCK_REALTIME);
 
@@ -477,7 +484,7 @@ START_TEST(test_gctrace_line) {
         /* An automatic cycle: numbered on, no "(forced)". */
         fake_threads = 9;
         capture_start(&cap);
-        reclaim_cycle(false, false, NULL);
+        reclaim_cycle(false, false, NULL, NULL);
         err = capture_end(&cap);
         n = split_lines(err, lines, 8);
         ck_assert_int_eq(n, 1);
@@ -496,7 +503,7 @@ START_TEST(test_gctrace_off) {
         capture_start(&cap);
         memd_gc();
         memd_free_os_memory();
-        reclaim_cycle(false, true, NULL);
+        reclaim_cycle(false, true, NULL, NULL);
         err = capture_end(&cap);
         ck_assert_str_eq(err, "");
         free(err);
@@ -541,6 +548,62 @@ START_TEST(test_free_os_memory_lines) {
 }
 END_TEST
 
+/* Each cycle leaves events for the agent: the same lines gctrace prints
+ * (gctrace off here: the events do not depend on it), with the figures. */
+START_TEST(test_events) {
+        struct reclaim_event ev[RECLAIM_EVENTS];
+        struct reclaim_report rep;
+        uint64_t released = 0, dropped = 1;
+        size_t n;
+
+        memd_config.gctrace = false;
+        ck_assert_uint_eq(reclaim_events_last(), 0);
+        fake_heap_alloc = 75 * MiB;
+        fake_reads[0].HeapSys = 2815 * MiB;
+        fake_reads[0].HeapInuse = 75 * MiB;
+        fake_reads[0].HeapIdle = 2740 * MiB;
+        fake_reads[1] = fake_reads[0];
+        fake_reads[1].HeapReleased = 2740 * MiB;
+        reclaim_cycle(true, true, &released, &rep);
+        ck_assert_int_eq(notified, 2);
+        ck_assert(rep.has_scvg);
+        ck_assert_uint_eq(rep.scvg.released, 2740 * MiB);
+        ck_assert_str_eq(rep.scvg.text, "scvg-1: 2740 MB released\n"
+                                        "scvg-1: inuse: 75, idle: 2740, sys: 2815, released: 2740, consumed: 75 (MB)");
+        expect_match(gc_re, rep.gc.text);
+        ck_assert_ptr_null(strchr(rep.gc.text, '\n'));
+
+        n = reclaim_events_since(0, ev, RECLAIM_EVENTS, &dropped);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_uint_eq(dropped, 0);
+        ck_assert_uint_eq(ev[0].kind, RECLAIM_EVENT_GC);
+        ck_assert_uint_eq(ev[0].seq, 1);
+        ck_assert(ev[0].forced);
+        ck_assert_uint_eq(ev[0].num, 1);
+        ck_assert_uint_eq(ev[0].heap_before, 75 * MiB);
+        ck_assert_str_eq(ev[0].text, rep.gc.text);
+        ck_assert_uint_eq(ev[1].kind, RECLAIM_EVENT_SCVG);
+        ck_assert_uint_eq(ev[1].seq, 2);
+        ck_assert_uint_eq(ev[1].num, 0); /* forced: scvg-1 */
+        ck_assert_uint_eq(ev[1].heap_sys, 2815 * MiB);
+        ck_assert_uint_eq(reclaim_events_since(1, ev, RECLAIM_EVENTS, NULL), 1);
+        ck_assert_uint_eq(ev[0].seq, 2);
+        ck_assert_uint_eq(reclaim_events_since(2, ev, RECLAIM_EVENTS, NULL), 0);
+
+        /* An automatic one counts scvg 0, 1, ...; the ring keeps the last
+         * RECLAIM_EVENTS and says how many a slow reader missed. */
+        for (int i = 0; i < RECLAIM_EVENTS; i++)
+                reclaim_cycle(false, false, NULL, NULL);
+        ck_assert_uint_eq(reclaim_events_last(), RECLAIM_EVENTS + 2);
+        n = reclaim_events_since(0, ev, RECLAIM_EVENTS, &dropped);
+        ck_assert_uint_eq(n, RECLAIM_EVENTS);
+        ck_assert_uint_eq(dropped, 2);
+        ck_assert_uint_eq(ev[0].seq, 3);
+        ck_assert(!ev[0].forced);
+        ck_assert_uint_eq(ev[n - 1].num, RECLAIM_EVENTS + 1);
+}
+END_TEST
+
 /* Nothing released, or more resident after than before: 0, never a wrap. */
 START_TEST(test_free_os_memory_nothing) {
         memd_config.gctrace = false;
@@ -563,9 +626,9 @@ START_TEST(test_scvg_automatic) {
         fake_reads[1].HeapSys = 10 * MiB;
         fake_reads[1].HeapReleased = 3 * MiB;
         capture_start(&cap);
-        ck_assert_uint_eq(reclaim_cycle(false, true, &released), 0);
+        ck_assert_uint_eq(reclaim_cycle(false, true, &released, NULL), 0);
         n_stats_read = 0;
-        reclaim_cycle(false, true, NULL);
+        reclaim_cycle(false, true, NULL, NULL);
         err = capture_end(&cap);
         ck_assert_uint_eq(released, 3 * MiB);
         n = split_lines(err, lines, 8);
@@ -641,6 +704,7 @@ static Suite *reclaim_suite(void) {
         tcase_add_test(tc, test_free_os_memory_nothing);
         tcase_add_test(tc, test_scvg_automatic);
         tcase_add_test(tc, test_scavtrace);
+        tcase_add_test(tc, test_events);
         tcase_set_timeout(tc, 30);
         suite_add_tcase(s, tc);
         return s;
