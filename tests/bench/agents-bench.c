@@ -419,7 +419,7 @@ static void agent_init(struct agent *a, unsigned i) {
         s->Mallocs = 100000 + i;
         s->Frees = 60000;
         s->HeapObjects = s->Mallocs - s->Frees;
-        s->TotalAlloc = s->Mallocs * 256;
+        s->TotalAlloc = s->HeapAlloc + s->Mallocs * 256;
         s->RSS = s->HeapSys - s->HeapReleased + (20ull << 20);
         s->RssAnon = s->RSS - (12ull << 20);
         s->Threads = 4;
