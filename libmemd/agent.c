@@ -776,7 +776,10 @@ static void *agent_main(void *arg) {
                                         break;
                         } else if (p[i].fd == a->ifd.fd) {
                                 drain(&a->ifd, true, a);
-                                retry_at = mono_ns(); /* something appeared: try now */
+                                /* Something appeared: try now, and soon again if it
+                                 * was not memd's socket (or not listening yet). */
+                                retry_at = mono_ns();
+                                a->backoff_ms = 0;
                         } else if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) {
                                 r = handle_input(a);
                                 if (r < 0)

@@ -52,8 +52,8 @@ wait_line() {
 start_memd
 note "memd $memd_pid on $sock"
 
-note "seed: a 256 MiB cache, filled, emptied, waiting"
-MEMD_DEBUG=gctrace=1 LD_PRELOAD=$LIBMEMD "$PROGS/seed" -t 2 -n 262144 -m app -w >"$tmp/seed.out" 2>"$tmp/seed.err" &
+note "seed: a 256 MiB cache, filled, emptied but for one entry that pins the heap, waiting"
+MEMD_DEBUG=gctrace=1 LD_PRELOAD=$LIBMEMD "$PROGS/seed" -t 2 -n 262144 -k -m app -w >"$tmp/seed.out" 2>"$tmp/seed.err" &
 seed_pid=$!
 pids+=("$seed_pid")
 wait_line "$tmp/seed.out" '^waiting' || fail "seed did not get to waiting: $(cat "$tmp/seed.out" "$tmp/seed.err")"
