@@ -199,6 +199,36 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null && command -v useradd >
         as_user "$MEMCTL" --socket "$sock" status >"$tmp/status" 2>&1
         ! grep -Eq "^ *$seed_pid " "$tmp/status" || bad "memd-test sees root's seed in status"
         grep -Eq "^ *$user_pid " "$tmp/status" || bad "memd-test does not see its own process"
+
+        note "memd --user as memd-test: its processes report to it, root's refuse to"
+        mkdir -p "$tmp/xdg"
+        chown "$user" "$tmp/xdg"
+        chmod 700 "$tmp/xdg"
+        usock=$tmp/xdg/memd/memd.sock
+        setpriv --reuid="$uid" --regid="$(id -g "$user")" --clear-groups \
+                env XDG_RUNTIME_DIR="$tmp/xdg" "$MEMD" --user --log-target stderr 2>"$tmp/user-memd.log" &
+        umemd=$!
+        pids+=("$umemd")
+        for _ in $(seq 50); do [ -S "$usock" ] && break; sleep 0.1; done
+        [ -S "$usock" ] || bad "memd --user did not create $usock: $(cat "$tmp/user-memd.log")"
+        setpriv --reuid="$uid" --regid="$(id -g "$user")" --clear-groups \
+                env LD_PRELOAD="$LIBMEMD" MEMD_SOCKET="$usock" sleep 30 &
+        uown=$!
+        pids+=("$uown")
+        LD_PRELOAD="$LIBMEMD" MEMD_SOCKET="$usock" sleep 30 2>"$tmp/root-to-user.err" &
+        uroot=$!
+        pids+=("$uroot")
+        ok=
+        for _ in $(seq 100); do
+                "$MEMCTL" --socket "$usock" status >"$tmp/ustatus" 2>&1 || true
+                grep -Eq "^ *$uown " "$tmp/ustatus" && { ok=1; break; }
+                sleep 0.05
+        done
+        [ -n "$ok" ] || bad "memd-test's process did not attach to its --user memd: $(cat "$tmp/ustatus")"
+        sleep 0.5
+        ! grep -Eq "^ *$uroot " "$tmp/ustatus" || bad "a root process reported to memd-test's memd"
+        grep -q 'served by another user' "$tmp/root-to-user.err" ||
+                bad "the root process did not say why it does not report: $(cat "$tmp/root-to-user.err")"
 else
         note "SKIPPED part: not root, or no setpriv/useradd"
 fi
