@@ -262,8 +262,12 @@ static int target_error(struct client *cl, uint32_t pid, const char *what) {
         }
         switch (e.code) {
         case ESRCH:
-                fprintf(stderr, "memctl: process %" PRIu32 " is not attached to memd: is it running with libmemd? (%s)\n",
-                        pid, e.text);
+                /* memd says which: never attached, or gone while asked. */
+                if (strcmp(e.text, "process is not attached to memd") == 0)
+                        fprintf(stderr, "memctl: process %" PRIu32 " is not attached to memd: "
+                                "is it running with libmemd?\n", pid);
+                else
+                        fprintf(stderr, "memctl: %s: process %" PRIu32 ": %s\n", what, pid, e.text);
                 break;
         case EPERM:
                 fprintf(stderr, "memctl: permission denied: process %" PRIu32 " belongs to another user "

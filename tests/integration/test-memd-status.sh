@@ -19,7 +19,7 @@ expect_exit() {
         grep -Eq -- "$pattern" "$tmp/err" || bad "'$*': stderr does not match '$pattern': $(cat "$tmp/err")"
 }
 
-"$MEMD" --socket "$sock" --log-target stderr 2>"$tmp/memd.log" &
+"$MEMD" --socket "$sock" --log-target stderr --request-timeout 1 2>"$tmp/memd.log" &
 memd_pid=$!
 wait_socket memd
 note "memd $memd_pid on $sock"
@@ -52,7 +52,7 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
         as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
         as_nobody "$MEMCTL" --socket "$sock" status >"$tmp/status" 2>&1 || bad "status as nobody failed: $(cat "$tmp/status")"
         ! grep -Eq "^ *$agent_pid " "$tmp/status" || bad "nobody sees root's pid $agent_pid in status"
-        expect_exit 1 "^memctl: permission denied: process $agent_pid belongs to another user\$" \
+        expect_exit 1 "^memctl: permission denied: process $agent_pid belongs to another user \\(run as root or as its owner\\)\$" \
                 as_nobody "$MEMCTL" --socket "$sock" status "$agent_pid"
 else
         note "not root or no setpriv: the other-user check is not run"
@@ -65,7 +65,10 @@ expect_exit 1 "^memctl: memd is not running \\(no socket at $tmp/nosuch.sock\\):
 expect_exit 2 'unknown command' ctl bogus
 expect_exit 2 'usage' ctl status 1 2
 expect_exit 2 'not a process ID' ctl status abc
-expect_exit 1 'not implemented yet' ctl gc "$agent_pid"
+expect_exit 1 'not implemented yet' ctl heap "$agent_pid"
+note "the fake agent never answers requests: gc times out with a clear message"
+expect_exit 1 "^memctl: gc: process $agent_pid did not answer within 1 s" ctl gc "$agent_pid"
+expect_exit 1 "^memctl: process 1 is not attached to memd: is it running with libmemd\\?\$" ctl free-os-memory 1
 
 note "the agent is killed: it leaves status within 2 s"
 kill -TERM "$agent_pid"

@@ -14,11 +14,16 @@
  * Bytes are requested sizes; usable_bytes is what malloc_usable_size said
  * (for a profile that reports usable sizes instead).  sizes lets the checker
  * compute the exact variance of a Poisson byte-rate estimate.
+ *
+ * -w: after printing, print "waiting pid=N" on stdout and wait for SIGTERM
+ * (memd's view of the process is checked meanwhile); then exit as usual.
  */
 
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,17 +236,19 @@ static void print_truth(FILE *f, const struct truth *t) {
 }
 
 static void usage(void) {
-        fprintf(stderr, "usage: callsites [-s MIB_PER_SITE] [-t THREADS] [-o TRUTH_FILE]\n");
+        fprintf(stderr, "usage: callsites [-s MIB_PER_SITE] [-t THREADS] [-o TRUTH_FILE] [-w]\n");
         exit(2);
 }
 
 int main(int argc, char **argv) {
         size_t mib = 16, nthreads = 4;
         const char *out_path = NULL;
+        bool wait_term = false;
         int c;
 
-        while ((c = getopt(argc, argv, "s:t:o:")) != -1) {
+        while ((c = getopt(argc, argv, "s:t:o:w")) != -1) {
                 switch (c) {
+                case 'w': wait_term = true; break;
                 case 's': mib = strtoul(optarg, NULL, 10); break;
                 case 't': nthreads = strtoul(optarg, NULL, 10); break;
                 case 'o': out_path = optarg; break;
@@ -284,6 +291,18 @@ int main(int argc, char **argv) {
         if (fflush(f) != 0 || (f != stdout && fclose(f) != 0)) {
                 fprintf(stderr, "callsites: write failed: %s\n", strerror(errno));
                 return 2;
+        }
+        if (wait_term) {
+                sigset_t set;
+                int sig;
+
+                /* Blocked before saying we wait, so an early SIGTERM waits too. */
+                sigemptyset(&set);
+                sigaddset(&set, SIGTERM);
+                sigprocmask(SIG_BLOCK, &set, NULL);
+                printf("waiting pid=%d\n", (int) getpid());
+                fflush(stdout);
+                sigwait(&set, &sig);
         }
         /* Everything kept stays allocated: the at-exit profile sees it in use. */
         return 0;
