@@ -23,6 +23,16 @@ mirror=${MEMD_NSPAWN_MIRROR:-}
 
 . "$(dirname "$0")/common.sh"
 
+# The run's copy of the root lives in $tmp; a cache build's scratch beside the
+# cache.  meson's timeout sends SIGTERM, and bash runs the EXIT trap on a
+# signal only when that signal is trapped.
+scratch=
+cleanup() {
+        [ -z "$scratch" ] || rm -rf --one-file-system "$scratch"
+        rm -rf --one-file-system "$tmp"
+}
+trap 'exit 143' TERM INT HUP
+
 [ "$(id -u)" -eq 0 ] || skip "not root: debootstrap and systemd-nspawn need root"
 command -v systemd-nspawn >/dev/null || skip "systemd-nspawn is not installed (Debian: package systemd-container)"
 command -v debootstrap >/dev/null || skip "debootstrap is not installed (Debian: package debootstrap)"
@@ -85,13 +95,14 @@ note "container root: Debian $suite minbase with ${packages[*]} (cache key $key)
 # packed to a temporary name and renamed: a run only ever trusts a complete tar,
 # and an interrupted build leaves only scratch that the next build removes.
 build_cache() {
-        local scratch=$cache_dir/.build-$key.$$ r=0
+        local r=0
+        # What an interrupted build left (we hold the lock: nobody is building).
         rm -rf --one-file-system "$cache_dir"/.build-* "$cache_dir"/.nspawn-*.tar.*
+        scratch=$cache_dir/.build-$key.$$
         note "no cached root: debootstrap from $mirror"
         timed debootstrap --variant=minbase --arch="$arch" --include="$(IFS=,; echo "${packages[*]}")" \
                 "$suite" "$scratch" "$mirror" >"$tmp/debootstrap.log" 2>&1 || r=$?
         if [ "$r" -ne 0 ]; then
-                rm -rf --one-file-system "$scratch"
                 if grep -Eqi 'Failed getting release file|Couldn.t download|Temporary failure resolving|Could not resolve|Connection (refused|timed out)|Network is unreachable|No route to host|Failure while downloading' "$tmp/debootstrap.log"; then
                         skip "debootstrap could not download from $mirror (no network?): $(tail -n 3 "$tmp/debootstrap.log" | tr '\n' ' ')"
                 fi
@@ -104,6 +115,7 @@ build_cache() {
                 fail "could not pack the root into $cache_dir"
         mv -f "$cache_dir/.nspawn-$suite-$key.tar.$$" "$cache"
         rm -rf --one-file-system "$scratch"
+        scratch=
         # Roots made for other package lists are dead weight now.
         find "$cache_dir" -maxdepth 1 -name "nspawn-$suite-*.tar" ! -name "${cache##*/}" -delete
 }
@@ -122,10 +134,6 @@ fi
 root=$tmp/root
 out=$tmp/out
 mkdir -p "$root" "$out"
-cleanup() { rm -rf --one-file-system "$tmp"; }
-# meson's timeout sends SIGTERM: still remove the copy (bash runs the EXIT
-# trap on a signal only when the signal is trapped).
-trap 'exit 143' TERM INT HUP
 timed tar --numeric-owner --xattrs --xattrs-include='*' -C "$root" -xf "$cache" || fail "could not unpack $cache"
 note "unpacked a fresh root in ${elapsed}s"
 
