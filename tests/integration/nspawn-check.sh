@@ -158,6 +158,15 @@ if [ "$rc" -eq 0 ] && [ "${calls:-0}" -ge 1 ]; then
 else
         bad "the forced GC ran the client's reclaimer" "seed exit $rc, stdout: $(oneline "$work/seed.out")"
 fi
+# The cache was ~110 MiB of RSS after the fill; evicted and scavenged, most of it
+# must be back with the OS.
+fill_kib=$(sed -n 's/^fill rss_kib=\([0-9]*\).*/\1/p' "$work/seed.out")
+exit_kib=$(sed -n 's/^exit .*rss_kib=\([0-9]*\).*/\1/p' "$work/seed.out")
+if [ -n "$fill_kib" ] && [ -n "$exit_kib" ] && [ "$exit_kib" -lt $((fill_kib / 2)) ]; then
+        pass "free-os-memory gave the cache's memory back: RSS $((fill_kib / 1024)) MiB after the fill, $((exit_kib / 1024)) MiB after"
+else
+        bad "free-os-memory gave the cache's memory back" "RSS after the fill ${fill_kib:-?} KiB, at exit ${exit_kib:-?} KiB"
+fi
 if grep -Eq '^gc [0-9]+ @' "$work/seed.err"; then
         pass "MEMD_DEBUG=gctrace=1: the client printed its gc line: $(grep -Em1 '^gc [0-9]+ @' "$work/seed.err")"
 else
