@@ -183,7 +183,13 @@ if poll 10 listed "$fake_pid"; then
 else
         bad "memctl status lists fake-agent" "no row for $fake_pid: $(oneline "$work/status.txt"); fake-agent: $(oneline "$work/fake-agent.out")"
 fi
-if active; then pass "memd.service is active"; else bad "memd.service is active" "it is $(systemctl is-active memd.service)"; fi
+# Restart=on-failure would hide a crash behind "active": count the restarts.
+restarts=$(systemctl show -p NRestarts --value memd.service)
+if active && [ "$restarts" = 0 ]; then
+        pass "memd.service is active, never restarted"
+else
+        bad "memd.service is active, never restarted" "it is $(systemctl is-active memd.service), NRestarts=$restarts"
+fi
 
 # The catalog installed under /usr/local is found and explains memd's entries.
 if journalctl --update-catalog >"$work/catalog.err" 2>&1 && [ ! -s "$work/catalog.err" ]; then
