@@ -149,7 +149,7 @@ static void json_process(const struct proto_process *p) {
 
 /* ---- the status table ------------------------------------------------------ */
 enum align { LEFT, RIGHT };
-enum column_id { COL_PID, COL_COMM, COL_UNIT, COL_RSS, COL_INUSE, COL_IDLE, COL_RELEASED, _COL_MAX };
+enum column_id { COL_PID, COL_COMM, COL_UNIT, COL_RSS, COL_INUSE, COL_IDLE, COL_RELEASED, COL_LIMIT, COL_LAST, _COL_MAX };
 
 static const struct {
         const char *title;
@@ -163,7 +163,31 @@ static const struct {
         [COL_INUSE] = { "HEAP-INUSE", 10, RIGHT },
         [COL_IDLE] = { "HEAP-IDLE", 10, RIGHT },
         [COL_RELEASED] = { "RELEASED", 10, RIGHT },
+        [COL_LIMIT] = { "LIMIT", 10, RIGHT },
+        [COL_LAST] = { "LAST-GC/SCVG", 12, RIGHT },
 };
+
+/* "4s ago", "12m ago", "3h ago", "-" for never. */
+static const char *output_age(char *buf, size_t size, int64_t ns) {
+        struct timespec now;
+        int64_t s;
+
+        if (ns <= 0)
+                return "-";
+        clock_gettime(CLOCK_REALTIME, &now);
+        s = (int64_t) now.tv_sec - ns / 1000000000;
+        if (s < 0)
+                s = 0;
+        if (s < 120)
+                snprintf(buf, size, "%llds ago", (long long) s);
+        else if (s < 7200)
+                snprintf(buf, size, "%lldm ago", (long long) (s / 60));
+        else if (s < 2 * 86400)
+                snprintf(buf, size, "%lldh ago", (long long) (s / 3600));
+        else
+                snprintf(buf, size, "%lldd ago", (long long) (s / 86400));
+        return buf;
+}
 
 static void print_row(const char *const cells[_COL_MAX]) {
         for (int i = 0; i < _COL_MAX; i++) {
@@ -189,11 +213,14 @@ void output_status_list(const struct ctl *ctl, const struct proto_process *p, si
                 titles[i] = columns[i].title;
         print_row(titles);
         for (size_t i = 0; i < n; i++) {
-                char pid[16], rss[32], inuse[32], idle[32], rel[32];
+                char pid[16], rss[32], inuse[32], idle[32], rel[32], limit[32], last[32];
+                int64_t last_ns = p[i].last_gc_ns > p[i].last_scvg_ns ? p[i].last_gc_ns : p[i].last_scvg_ns;
                 const char *cells[_COL_MAX] = {
                         [COL_PID] = pid, [COL_COMM] = p[i].comm,
                         [COL_UNIT] = p[i].unit[0] ? p[i].unit : "-",
                         [COL_RSS] = "-", [COL_INUSE] = "-", [COL_IDLE] = "-", [COL_RELEASED] = "-",
+                        [COL_LIMIT] = p[i].limit_bytes ? output_bytes(limit, sizeof limit, p[i].limit_bytes) : "-",
+                        [COL_LAST] = output_age(last, sizeof last, last_ns),
                 };
 
                 snprintf(pid, sizeof pid, "%" PRIu32, p[i].pid);

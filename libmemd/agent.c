@@ -77,8 +77,9 @@ struct agent {
         struct proto_reader *reader;
         struct proto_msg msg;
         bool msg_inited;
-        char *out;
+        char *out;                      /* mmap'd, out_cap bytes */
         size_t out_len, out_off, out_cap;
+        int out_err;                    /* why the last out_write failed */
         struct shadow *shadow;          /* SHADOW_MAP_BYTES, MAP_NORESERVE */
         size_t shadow_n;                /* buckets the daemon knows */
         uint64_t generation;
@@ -138,7 +139,50 @@ void agent_notify(void) {
                 (void) !write(o.fd, &one, sizeof(one));
 }
 
-/* ---- output ---- */
+/* ---- output ----
+ *
+ * Everything the agent sends is packed straight into one mmap'd buffer,
+ * never into malloc'd memory: a large malloc'd buffer would be an mmapped
+ * chunk, and freeing one makes glibc raise its mmap and trim thresholds
+ * (M_MMAP_THRESHOLD's dynamic adjustment) - the application's free memory
+ * would then stay resident.  Small msgpack and reader allocations stay
+ * under the threshold. */
+
+static int out_reserve(struct agent *a, size_t extra) {
+        size_t need = a->out_len + extra, cap;
+        void *p;
+
+        if (need > OUT_MAX_BYTES)
+                return -ENOBUFS;
+        if (need <= a->out_cap)
+                return 0;
+        cap = a->out_cap ? a->out_cap : 65536;
+        while (cap < need)
+                cap *= 2;
+        if (a->out)
+                p = mremap(a->out, a->out_cap, cap, MREMAP_MAYMOVE);
+        else
+                p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+                return -ENOMEM;
+        a->out = p;
+        a->out_cap = cap;
+        return 0;
+}
+
+/* msgpack's write callback: appends to the output. */
+static int out_write(void *data, const char *buf, size_t len) {
+        struct agent *a = data;
+        int r = out_reserve(a, len);
+
+        if (r < 0) {
+                a->out_err = r;
+                return -1;
+        }
+        memcpy(a->out + a->out_len, buf, len);
+        a->out_len += len;
+        return 0;
+}
 
 static int out_flush(struct agent *a) {
         while (a->out_off < a->out_len) {
@@ -156,53 +200,40 @@ static int out_flush(struct agent *a) {
         a->out_off = a->out_len = 0;
         /* A whole snapshot may have passed through: give it back. */
         if (a->out_cap > (1u << 20)) {
-                free(a->out);
+                munmap(a->out, a->out_cap);
                 a->out = NULL;
                 a->out_cap = 0;
         }
         return 0;
 }
 
-static int out_append(struct agent *a, const msgpack_sbuffer *sb) {
-        size_t pending = a->out_len - a->out_off;
-
-        if (pending + sb->size > OUT_MAX_BYTES)
-                return -ENOBUFS;
-        if (a->out_off) {
-                memmove(a->out, a->out + a->out_off, pending);
-                a->out_off = 0;
-                a->out_len = pending;
-        }
-        if (a->out_len + sb->size > a->out_cap) {
-                size_t cap = a->out_cap ? a->out_cap : 65536;
-                char *p;
-
-                while (cap < a->out_len + sb->size)
-                        cap *= 2;
-                p = realloc(a->out, cap);
-                if (!p)
-                        return -ENOMEM;
-                a->out = p;
-                a->out_cap = cap;
-        }
-        memcpy(a->out + a->out_len, sb->data, sb->size);
-        a->out_len += sb->size;
-        return 0;
+/* Moves unsent bytes to the front, so a message packs at the end. */
+static void out_compact(struct agent *a) {
+        if (!a->out_off)
+                return;
+        memmove(a->out, a->out + a->out_off, a->out_len - a->out_off);
+        a->out_len -= a->out_off;
+        a->out_off = 0;
 }
 
-/* Packs with fn into a fresh buffer and queues it.  Returns 0 or -errno. */
+/* Packs one message with `call` (using `pk`) at the end of the output;
+ * on failure the partial message is dropped.  Returns 0 or -errno. */
 #define SEND(a, call)                                                   \
         ({                                                              \
-                msgpack_sbuffer sb_;                                    \
                 msgpack_packer pk_;                                     \
+                size_t mark_;                                           \
                 int r_;                                                 \
-                msgpack_sbuffer_init(&sb_);                             \
-                msgpack_packer_init(&pk_, &sb_, msgpack_sbuffer_write); \
+                out_compact(a);                                         \
+                mark_ = (a)->out_len;                                   \
+                (a)->out_err = 0;                                       \
+                msgpack_packer_init(&pk_, (a), out_write);              \
                 msgpack_packer *pk = &pk_;                              \
                 r_ = (call);                                            \
-                if (r_ >= 0)                                            \
-                        r_ = out_append((a), &sb_);                     \
-                msgpack_sbuffer_destroy(&sb_);                          \
+                if (r_ < 0) {                                           \
+                        (a)->out_len = mark_;                           \
+                        if ((a)->out_err)                               \
+                                r_ = (a)->out_err;                      \
+                }                                                       \
                 r_;                                                     \
         })
 
@@ -259,8 +290,9 @@ static int send_mappings(struct agent *a, uint64_t id, bool force) {
                 munmap(maps, cap);
                 return 0;
         }
-        m = calloc(MAPPINGS_MAX, sizeof(*m));
-        if (!m) {
+        /* 16 MiB of path buffers: mmap'd, not malloc'd (see "output"). */
+        m = mmap(NULL, MAPPINGS_MAX * sizeof(*m), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
                 munmap(maps, cap);
                 return -ENOMEM;
         }
@@ -292,7 +324,7 @@ static int send_mappings(struct agent *a, uint64_t id, bool force) {
         }
         munmap(maps, cap);
         r = SEND(a, proto_pack_mappings(pk, id, 0, m, n));
-        free(m);
+        munmap(m, MAPPINGS_MAX * sizeof(*m));
         if (r >= 0)
                 a->maps_hash = h;
         return r;
@@ -776,7 +808,10 @@ static void *agent_main(void *arg) {
                                         break;
                         } else if (p[i].fd == a->ifd.fd) {
                                 drain(&a->ifd, true, a);
-                                retry_at = mono_ns(); /* something appeared: try now */
+                                /* Something appeared: try now, and soon again if it
+                                 * was not memd's socket (or not listening yet). */
+                                retry_at = mono_ns();
+                                a->backoff_ms = 0;
                         } else if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) {
                                 r = handle_input(a);
                                 if (r < 0)

@@ -44,7 +44,8 @@ static int socket_answers(const struct sockaddr_un *sa) {
 }
 
 int server_open(struct server *s, const char *path) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct sockaddr_un sa = { .sun_family = AF_UNIX }, tmp_sa = { .sun_family = AF_UNIX };
+        bool bound = false;
         struct stat st;
         int n, fd, r;
 
@@ -81,13 +82,35 @@ int server_open(struct server *s, const char *path) {
         if (unlink(path) < 0 && errno != ENOENT)
                 return log_error_errno(-errno, "Failed to remove the stale socket %s: %m", path);
 
+        /* Bound and listening under a temporary name, then renamed into
+         * place: whoever sees the socket appear (agents watch the directory
+         * with inotify) can connect at once, never before listen(). */
+        if (snprintf(tmp_sa.sun_path, sizeof tmp_sa.sun_path, "%s.%d.tmp", path, (int) getpid()) >=
+            (int) sizeof tmp_sa.sun_path)
+                return log_error_errno(-ENAMETOOLONG, "Socket path too long: %s", path);
+        (void) unlink(tmp_sa.sun_path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return log_error_errno(-errno, "Failed to create a socket: %m");
-        if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
-                r = log_error_errno(-errno, "Failed to bind %s: %m", path);
+        if (bind(fd, (struct sockaddr *) &tmp_sa, sizeof tmp_sa) < 0) {
+                r = log_error_errno(-errno, "Failed to bind %s: %m", tmp_sa.sun_path);
                 goto fail;
         }
+        bound = true;
+        /* Anyone may connect; every request is checked against SO_PEERCRED. */
+        if (chmod(tmp_sa.sun_path, 0666) < 0) {
+                r = log_error_errno(-errno, "Failed to chmod %s: %m", tmp_sa.sun_path);
+                goto fail;
+        }
+        if (listen(fd, SOMAXCONN) < 0) {
+                r = log_error_errno(-errno, "Failed to listen on %s: %m", path);
+                goto fail;
+        }
+        if (rename(tmp_sa.sun_path, path) < 0) {
+                r = log_error_errno(-errno, "Failed to move the socket to %s: %m", path);
+                goto fail;
+        }
+        bound = false;
         s->socket_created = true;
         s->socket_path = strdup(path);
         if (!s->socket_path) {
@@ -98,20 +121,13 @@ int server_open(struct server *s, const char *path) {
                 s->socket_dev = st.st_dev;
                 s->socket_ino = st.st_ino;
         }
-        /* Anyone may connect; every request is checked against SO_PEERCRED. */
-        if (chmod(path, 0666) < 0) {
-                r = log_error_errno(-errno, "Failed to chmod %s: %m", path);
-                goto fail;
-        }
-        if (listen(fd, SOMAXCONN) < 0) {
-                r = log_error_errno(-errno, "Failed to listen on %s: %m", path);
-                goto fail;
-        }
         s->listen_fd = fd;
         log_info("listening on %s", path);
         return 0;
 fail:
         close(fd);
+        if (bound)
+                unlink(tmp_sa.sun_path);
         if (s->socket_created)
                 unlink(path);
         s->socket_created = false;

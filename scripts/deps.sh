@@ -7,7 +7,7 @@ packages=(
         libev-dev libmsgpack-dev libsystemd-dev check
         libunwind-dev libdw-dev zlib1g-dev libprotobuf-c-dev
         golang-go binutils libjemalloc2 libjemalloc-dev
-        systemd
+        systemd debootstrap systemd-container
 )
 
 missing=()

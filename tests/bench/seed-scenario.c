@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,7 +104,7 @@ static struct entry *find_last(struct shard *sh) {
 }
 
 static void usage(void) {
-        fprintf(stderr, "usage: seed-scenario [-t THREADS] [-n ENTRIES] [-b VALUE_BYTES] [-k] [-m auto|memd|trim|none]\n");
+        fprintf(stderr, "usage: seed-scenario [-t THREADS] [-n ENTRIES] [-b VALUE_BYTES] [-k] [-m auto|memd|trim|none|wait]\n");
         exit(2);
 }
 
@@ -136,7 +137,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "seed-scenario: -m memd: memd_free_os_memory not found (run with LD_PRELOAD=libmemd.so)\n");
                 return 77;
         }
-        if (strcmp(via, "memd") != 0 && strcmp(via, "trim") != 0 && strcmp(via, "none") != 0)
+        if (strcmp(via, "memd") != 0 && strcmp(via, "trim") != 0 && strcmp(via, "none") != 0 &&
+            strcmp(via, "wait") != 0)
                 usage();
 
         /* Fill.  The bucket arrays are allocated here, on the main thread,
@@ -185,6 +187,20 @@ int main(int argc, char **argv) {
         if (freed + (kept ? 1 : 0) != n_entries) {
                 fprintf(stderr, "seed-scenario: freed %zu of %zu entries\n", freed, n_entries);
                 return 1;
+        }
+
+        /* -m wait: someone outside (memctl free-os-memory) gives the memory
+         * back; SIGTERM ends the wait and the line reports RSS then. */
+        if (strcmp(via, "wait") == 0) {
+                sigset_t set;
+                int sig;
+
+                sigemptyset(&set);
+                sigaddset(&set, SIGTERM);
+                pthread_sigmask(SIG_BLOCK, &set, NULL);
+                printf("waiting pid=%d rss_free_kib=%ld\n", (int)getpid(), rss_free);
+                fflush(stdout);
+                sigwait(&set, &sig);
         }
 
         /* Give the memory back. */

@@ -21,7 +21,7 @@ trap cleanup EXIT
 failed=0
 bad() { echo "FAIL: $*" >&2; failed=$((failed + 1)); }
 ctl() { "$MEMCTL" --socket "$sock" "$@"; }
-head_re='^ +PID +COMMAND +UNIT +RSS +HEAP-INUSE +HEAP-IDLE +RELEASED$'
+head_re='^ +PID +COMMAND +UNIT +RSS +HEAP-INUSE +HEAP-IDLE +RELEASED +LIMIT +LAST-GC/SCVG$'
 
 # wait_socket WHAT: $sock appears within 5 s while $memd_pid lives.
 wait_socket() {
@@ -38,7 +38,7 @@ wait_socket() {
 attach_fake_agent() {
         "$PROGS/fake-agent" "$sock" >"$tmp/agent.out" &
         agent_pid=$!
-        row_re="^ *$agent_pid +fake-agent +[^ ]+ +1\\.5 GiB +200 MiB +100 MiB +50 MiB\$"
+        row_re="^ *$agent_pid +fake-agent +[^ ]+ +1\\.5 GiB +200 MiB +100 MiB +50 MiB +- +-\$"
         for _ in $(seq 50); do
                 ctl status >"$tmp/status" 2>&1 || true
                 grep -Eq "$row_re" "$tmp/status" && break
