@@ -195,6 +195,8 @@ sleep 2
 echo "measuring with $agents agents ..." >&2
 measure load
 
+# Before the children exit: 1,000 of them runnable at once would show in it.
+echo "load average at the end of the measurements: $(cut -d' ' -f1-3 /proc/loadavg)"
 kill -TERM "$bench_pid"
 wait "$bench_pid" || die "agents-bench failed: $(cat "$tmp/bench.err")"
 bench_pid=
@@ -217,7 +219,6 @@ wait "$memd_pid" || r=$?
 memd_pid=
 put "total memd_exit $r"
 
-echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$results" "$agents" "$(getconf CLK_TCK)" <<'EOF'
 import math, sys
 
