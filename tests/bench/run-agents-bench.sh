@@ -83,7 +83,7 @@ ctl() { "$memctl" --socket "$sock" "$@"; }
 rows() { ctl status 2>/dev/null | tail -n +2 | wc -l; }
 loglines() { wc -l <"$log"; }
 cpu_ticks() {           # utime + stime of memd, in clock ticks
-        local stat rest
+        local stat rest f
         read -r stat <"/proc/$memd_pid/stat" || die "memd (pid $memd_pid) is gone"
         rest=${stat##*) }       # fields from 3 (state) on
         read -r -a f <<<"$rest"
@@ -96,7 +96,7 @@ sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 # lat_loop FILE CMD...: CALLS runs of CMD (stdout discarded), GAP ms apart;
 # FILE gets "start end status" per run, times from $EPOCHREALTIME.
 lat_loop() {
-        local out=$1 t0 t1 r
+        local out=$1 t0 t1 r i
         shift
         : >"$out"
         for ((i = 0; i < calls; i++)); do
@@ -109,15 +109,21 @@ lat_loop() {
         done
 }
 
+# mark: remembers memd's CPU ticks, the time and the log's length now.
+mark() { m_ticks=$(cpu_ticks); m_time=$EPOCHREALTIME; m_lines=$(loglines); }
+# since TAG NAME: NAME_ticks, NAME_s and NAME_loglines since the last mark.
+since() {
+        put "$1 $2_ticks $(($(cpu_ticks) - m_ticks))"
+        put "$1 $2_s $(python3 -c "print($EPOCHREALTIME - $m_time)")"
+        put "$1 $2_loglines $(($(loglines) - m_lines))"
+}
+
 # measure TAG: the quiet window, then the status calls (see the header).
 measure() {
-        local tag=$1 c0 c1 t0 t1 l0 l1 probe
-        c0=$(cpu_ticks); t0=$EPOCHREALTIME; l0=$(loglines)
+        local tag=$1 probe kv kind
+        mark
         sleep "$window"
-        c1=$(cpu_ticks); t1=$EPOCHREALTIME; l1=$(loglines)
-        put "$tag quiet_ticks $((c1 - c0))"
-        put "$tag quiet_s $(python3 -c "print($t1 - $t0)")"
-        put "$tag quiet_loglines $((l1 - l0))"
+        since "$tag" quiet
         put "$tag rss_kb $(status_kb VmRSS)"
         put "$tag hwm_kb $(status_kb VmHWM)"
         put "$tag fds $(find "/proc/$memd_pid/fd" -mindepth 1 -maxdepth 1 | wc -l)"
@@ -128,14 +134,11 @@ measure() {
         put "$tag text_bytes $(wc -c <"$tmp/$tag.status.txt")"
         put "$tag json_bytes $(wc -c <"$tmp/$tag.status.json")"
 
-        c0=$(cpu_ticks); t0=$EPOCHREALTIME; l0=$(loglines)
+        mark
         lat_loop "$tmp/$tag.lat.status" "$memctl" --socket "$sock" status
         lat_loop "$tmp/$tag.lat.json" "$memctl" --socket "$sock" --json status
         probe=$("$bench" --probe "$calls" --gap "$gap_ms" -s "$sock") || die "agents-bench --probe failed"
-        c1=$(cpu_ticks); t1=$EPOCHREALTIME; l1=$(loglines)
-        put "$tag calls_ticks $((c1 - c0))"
-        put "$tag calls_s $(python3 -c "print($t1 - $t0)")"
-        put "$tag calls_loglines $((l1 - l0))"
+        since "$tag" calls
         put "$tag rss_after_calls_kb $(status_kb VmRSS)"
         put "$tag hwm_after_calls_kb $(status_kb VmHWM)"
         for kv in ${probe#probe }; do
@@ -171,7 +174,7 @@ measure base
 [ "$(rows)" -eq 0 ] || die "processes attached during the baseline"
 
 echo "attaching $agents agents ..." >&2
-c0=$(cpu_ticks); t0=$EPOCHREALTIME; l0=$(loglines)
+mark
 "$bench" -n "$agents" -d 0 -s "$sock" -b "$buckets" -k "$stacks" --pauses "$pauses" \
         >"$tmp/bench.out" 2>"$tmp/bench.err" &
 bench_pid=$!
@@ -185,10 +188,7 @@ for _ in $(seq 600); do
         sleep 0.2
 done
 [ "$n" -ge "$agents" ] || die "memctl status shows $n of $agents agents after 120 s: $(cat "$tmp/bench.out" "$tmp/bench.err")"
-t1=$EPOCHREALTIME
-put "load attach_s $(python3 -c "print($t1 - $t0)")"
-put "load attach_ticks $(($(cpu_ticks) - c0))"
-put "load attach_loglines $(($(loglines) - l0))"
+since load attach
 # One full period, so every agent has sent deltas and memd holds them all.
 sleep 2
 
