@@ -150,34 +150,97 @@ static const struct proto_event gc_event = {
         .heap_reclaimed_bytes = 2 << 20, .heap_live_bytes = 2 << 20, .goal_bytes = 8 << 20,
 };
 
-static void events(msgpack_packer *pk) {
+static void event_gc(msgpack_packer *pk) {
+        CK(proto_pack_event(pk, 0, &gc_event));
+}
+
+static void event_scvg(msgpack_packer *pk) {
         struct proto_event scvg = {
                 .kind = PROTO_EVENT_SCVG, .time_ns = 3, .text = "scvg-1: 1 MB released\nscvg-1: inuse: 2",
                 .released_bytes = 1 << 20, .heap_inuse_bytes = 2 << 20, .heap_idle_bytes = 1,
                 .heap_sys_bytes = 3 << 20,
         };
 
-        CK(proto_pack_event(pk, 0, &gc_event));
         CK(proto_pack_event(pk, 0, &scvg));
 }
 
+static void events(msgpack_packer *pk) {
+        event_gc(pk);
+        event_scvg(pk);
+}
+
 /* The replies an agent sends back to memd's forwarded requests. */
-static void agent_replies(msgpack_packer *pk) {
+static void gc_result(msgpack_packer *pk) {
         struct proto_gc_result g = { .freed_bytes = 4096, .heap_before_bytes = 8192, .heap_after_bytes = 4096,
                                      .duration_ns = 5, .text = "gc 2 forced" };
+
+        CK(proto_pack_gc_result(pk, 100, &g));
+}
+
+static void scavenge_result(msgpack_packer *pk) {
         struct proto_scavenge_result s = { .released_bytes = 4096, .rss_before_bytes = 1 << 20,
                                            .rss_after_bytes = 1 << 19, .text = "scvg-1: 0 MB" };
 
-        CK(proto_pack_gc_result(pk, 100, &g));
         CK(proto_pack_scavenge_result(pk, 101, &s));
+}
+
+static void ok_reply(msgpack_packer *pk) {
         CK(proto_pack_ok(pk, 102, 524288));
+}
+
+static void error_reply(msgpack_packer *pk) {
         CK(proto_pack_error(pk, 103, EOPNOTSUPP, "not supported"));
+}
+
+static void agent_replies(msgpack_packer *pk) {
+        gc_result(pk);
+        scavenge_result(pk);
+        ok_reply(pk);
+        error_reply(pk);
+}
+
+static void bye(msgpack_packer *pk) {
+        CK(proto_pack_bye(pk, 0, "exiting"));
+}
+
+static void snapshot(msgpack_packer *pk) {
+        profile(pk, PROTO_MSG_PROFILE_SNAPSHOT, 2);
+}
+
+static void delta(msgpack_packer *pk) {
+        profile(pk, PROTO_MSG_PROFILE_DELTA, 2);
+}
+
+/* What only memd sends: HELLO_OK, STATUS_REPLY (two processes, stats and an event). */
+static void hello_ok(msgpack_packer *pk) {
+        struct proto_hello_ok h = { .version = PROTO_VERSION, .pid = 1, .uid = 0, .software = "memd 0.1.0" };
+
+        CK(proto_pack_hello_ok(pk, 1, &h));
+}
+
+static void status_reply(msgpack_packer *pk) {
+        static struct proto_process procs[2] = {
+                { .pid = 1, .uid = 0, .comm = "init", .unit = "init.scope", .exe = "/sbin/init",
+                  .attached_ns = 1, .stats_time_ns = 2, .limit_bytes = 3, .rate_bytes = 4,
+                  .last_gc_ns = 5, .last_scvg_ns = 6, .has_stats = true, .events = &gc_event, .n_events = 1 },
+                { .pid = 2, .uid = 1000, .comm = "x" },
+        };
+
+        CK(proto_pack_status_reply(pk, 2, procs, 2));
 }
 
 static void request(msgpack_packer *pk, uint32_t type, uint64_t id, uint32_t pid, uint64_t value) {
         struct proto_request q = { .pid = pid, .value = value };
 
         CK(proto_pack_request(pk, type, id, &q));
+}
+
+static void set_rate(msgpack_packer *pk) {
+        request(pk, PROTO_MSG_SET_RATE, 6, 1, 4096);
+}
+
+static void set_memory_limit(msgpack_packer *pk) {
+        request(pk, PROTO_MSG_SET_MEMORY_LIMIT, 7, 1, 1 << 30);
 }
 
 static void pk_str(msgpack_packer *pk, const char *s) {
@@ -192,6 +255,13 @@ static void raw_begin(msgpack_packer *pk, uint32_t type, uint64_t id, size_t ext
         msgpack_pack_uint32(pk, type);
         pk_str(pk, "id");
         msgpack_pack_uint64(pk, id);
+}
+
+/* STATUS_REQUEST whose pid is negative: a bad body from memctl. */
+static void status_bad_pid(msgpack_packer *pk) {
+        raw_begin(pk, PROTO_MSG_STATUS_REQUEST, 2, 1);
+        pk_str(pk, "pid");
+        msgpack_pack_int32(pk, -1);
 }
 
 /* ---- scenarios ---------------------------------------------------------- */
@@ -211,7 +281,7 @@ static void scn_agent_session(void) {
         events(chunk(2, A));
         agent_replies(chunk(3, A));
         memstats(chunk(3, A));
-        CK(proto_pack_bye(chunk(3, A), 0, "exiting"));
+        bye(chunk(3, A));
 }
 
 /* The same, but each cut inside a message: the scanner resumes. */
@@ -246,8 +316,8 @@ static void scn_control_session(void) {
         request(chunk(1, A), PROTO_MSG_GC_REQUEST, 3, 1, 0);
         request(chunk(1, A), PROTO_MSG_SCAVENGE_REQUEST, 4, 1, 0);
         request(chunk(2, A), PROTO_MSG_PROFILE_REQUEST, 5, 1, 0);
-        request(chunk(2, A), PROTO_MSG_SET_RATE, 6, 1, 4096);
-        request(chunk(2, A), PROTO_MSG_SET_MEMORY_LIMIT, 7, 1, 1 << 30);
+        set_rate(chunk(2, A));
+        set_memory_limit(chunk(2, A));
         request(chunk(3, A), PROTO_MSG_SUBSCRIBE, 8, 0, 0);
         request(chunk(3, A), PROTO_MSG_STATUS_REQUEST, 9, FUZZ_PID_GONE_VALUE, 0);
         CK(proto_pack_bye(chunk(3, A), 10, NULL));
@@ -286,6 +356,15 @@ static void scn_agent_reattach(void) {
         memstats(chunk(1, B));
         memstats(chunk(2, A));
         profile(chunk(3, B), PROTO_MSG_PROFILE_DELTA, 2);
+}
+
+/* Agents of two processes: the registry holds two entries. */
+static void scn_two_agents(void) {
+        seed_begin(INIT_ROOT, SELF_USER);
+        hello(chunk(0, A), PROTO_ROLE_AGENT);
+        hello(chunk(1, B), PROTO_ROLE_AGENT);
+        memstats(chunk(2, A));
+        memstats(chunk(3, B));
 }
 
 /* An agent whose pid pidfd_open() refuses (0), seen by a user memctl. */
@@ -352,19 +431,13 @@ static void scn_wrong_role(void) {
 
 /* Messages only memd sends, coming to it: the decoders see full bodies. */
 static void scn_daemon_messages(void) {
-        struct proto_hello_ok ok = { .version = PROTO_VERSION, .pid = 1, .uid = 0, .software = "memd 0.1.0" };
-        struct proto_process procs[2] = {
-                { .pid = 1, .uid = 0, .comm = "init", .unit = "init.scope", .exe = "/sbin/init",
-                  .attached_ns = 1, .stats_time_ns = 2, .limit_bytes = 3, .rate_bytes = 4,
-                  .last_gc_ns = 5, .last_scvg_ns = 6, .has_stats = true, .events = &gc_event, .n_events = 1 },
-                { .pid = 2, .uid = 1000, .comm = "x" },
-        };
+        static const struct memd_memstats zero;
 
         seed_begin(SELF_ROOT, SELF_ROOT);
         hello(chunk(0, A), PROTO_ROLE_CONTROL);
-        CK(proto_pack_hello_ok(chunk(1, A), 1, &ok));
-        CK(proto_pack_status_reply(chunk(1, A), 2, procs, 2));
-        CK(proto_pack_memstats(chunk(2, A), 0, 1, 5, &procs[0].stats));
+        hello_ok(chunk(1, A));
+        status_reply(chunk(1, A));
+        CK(proto_pack_memstats(chunk(2, A), 0, 1, 5, &zero));
         CK(proto_pack_error(chunk(2, A), 3, EPERM, ""));
 }
 
@@ -427,10 +500,31 @@ static void scn_not_a_map(void) {
         msgpack_pack_uint32(chunk(0, A), 1);
 }
 
+/* A scenario is a function, or one message after a HELLO of the role that
+ * may send it (memd's own messages come from a control client): small
+ * seeds, so that mutations land in one body rather than in a session. */
 static const struct {
         const char *name;
         void (*fn)(void);
+        uint32_t role;
+        void (*msg)(msgpack_packer *pk);
 } scenarios[] = {
+        { "msg-memstats", NULL, PROTO_ROLE_AGENT, memstats },
+        { "msg-snapshot", NULL, PROTO_ROLE_AGENT, snapshot },
+        { "msg-delta", NULL, PROTO_ROLE_AGENT, delta },
+        { "msg-mappings", NULL, PROTO_ROLE_AGENT, mappings },
+        { "msg-event-gc", NULL, PROTO_ROLE_AGENT, event_gc },
+        { "msg-event-scvg", NULL, PROTO_ROLE_AGENT, event_scvg },
+        { "msg-gc-result", NULL, PROTO_ROLE_AGENT, gc_result },
+        { "msg-scavenge-result", NULL, PROTO_ROLE_AGENT, scavenge_result },
+        { "msg-ok", NULL, PROTO_ROLE_AGENT, ok_reply },
+        { "msg-error", NULL, PROTO_ROLE_AGENT, error_reply },
+        { "msg-bye", NULL, PROTO_ROLE_AGENT, bye },
+        { "msg-set-rate", NULL, PROTO_ROLE_CONTROL, set_rate },
+        { "msg-set-memory-limit", NULL, PROTO_ROLE_CONTROL, set_memory_limit },
+        { "msg-status-bad-pid", NULL, PROTO_ROLE_CONTROL, status_bad_pid },
+        { "msg-hello-ok", NULL, PROTO_ROLE_CONTROL, hello_ok },
+        { "msg-status-reply", NULL, PROTO_ROLE_CONTROL, status_reply },
         { "agent-session", scn_agent_session },
         { "agent-split-mid", scn_agent_split_mid },
         { "bytewise", scn_bytewise },
@@ -439,6 +533,7 @@ static const struct {
         { "agent-and-status", scn_agent_and_status },
         { "status-other-user", scn_status_other_user },
         { "agent-reattach", scn_agent_reattach },
+        { "two-agents", scn_two_agents },
         { "agent-no-pidfd", scn_agent_no_pidfd },
         { "agent-gone", scn_agent_gone },
         { "bad-version", scn_bad_version },
@@ -471,7 +566,13 @@ int main(int argc, char **argv) {
                         ;
                 if (i == N_SCENARIOS)
                         die("no scenario '%s'", argv[a]);
-                scenarios[i].fn();
+                if (scenarios[i].fn)
+                        scenarios[i].fn();
+                else {
+                        seed_begin(SELF_ROOT, SELF_ROOT);
+                        hello(chunk(0, A), scenarios[i].role);
+                        scenarios[i].msg(chunk(1, A));
+                }
                 seed_write(argv[1], argv[a]);
                 written[i] = true;
         }
