@@ -76,7 +76,8 @@ static void plan_read(const uint8_t *data, size_t size, struct plan *ret) {
         size_t cuts[FUZZ_CHUNKS + 1], len;
         const uint8_t *payload;
 
-        memcpy(hdr, data, size < sizeof hdr ? size : sizeof hdr);
+        if (size > 0)
+                memcpy(hdr, data, size < sizeof hdr ? size : sizeof hdr);
         payload = data + (size < sizeof hdr ? size : sizeof hdr);
         len = size - (size_t) (payload - data);
 
@@ -98,8 +99,9 @@ static void plan_read(const uint8_t *data, size_t size, struct plan *ret) {
 
 /* ---- the decoders ------------------------------------------------------------ */
 
+/* What docs/protocol.md says the reader may return. */
 static bool errno_documented(int r) {
-        return r == -EBADMSG || r == -EMSGSIZE || r == -ENOMEM;
+        return r == -EBADMSG || r == -EMSGSIZE || r == -ENOMEM || r == -ENOBUFS;
 }
 
 /* Every body decoder on m, whatever its type: none may crash on any
