@@ -354,7 +354,9 @@ static int decode_one(const msgpack_object *o, const struct proto_field *f, void
                         return -EBADMSG;
                 if (o->via.str.size > 0 && memchr(o->via.str.ptr, 0, o->via.str.size))
                         return -EBADMSG;
-                memcpy(p, o->via.str.ptr, o->via.str.size);
+                /* msgpack-c gives an empty string a NULL pointer at times. */
+                if (o->via.str.size > 0)
+                        memcpy(p, o->via.str.ptr, o->via.str.size);
                 ((char *) p)[o->via.str.size] = 0;
                 return 0;
         case PROTO_T_U64_ARRAY: {

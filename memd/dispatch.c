@@ -31,7 +31,13 @@ static int reply_error(struct conn *c, uint64_t id, int code, const char *text) 
         return r;
 }
 
+/* A malformed body: said to the peer (ERROR EBADMSG, best effort) and
+ * logged; the caller closes the connection. */
 static int bad_body(struct conn *c, const struct proto_msg *m, int r) {
+        char text[96];
+
+        snprintf(text, sizeof text, "malformed %s message", proto_msg_type_name(m->type));
+        reply_error(c, m->id, EBADMSG, text);
         log_errno(LOG_WARNING, r, "closing connection of pid %d: bad %s message: %m", (int) c->pid,
                   proto_msg_type_name(m->type));
         return r;

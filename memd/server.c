@@ -255,8 +255,20 @@ int conn_input(struct conn *c, const void *buf, size_t n) {
                 if (r < 0)
                         return r;
         }
-        if (r < 0)
+        if (r < 0) {
+                /* Said to the peer too (best effort, id 0: the message had
+                 * none we could read), then the caller closes. */
+                msgpack_sbuffer sb;
+                msgpack_packer pk;
+
+                msgpack_sbuffer_init(&sb);
+                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                if (proto_pack_error(&pk, 0, r == -EMSGSIZE ? EMSGSIZE : EBADMSG,
+                                     r == -EMSGSIZE ? "message too large" : "malformed message") >= 0)
+                        (void) conn_send(c, &sb);
+                msgpack_sbuffer_destroy(&sb);
                 log_errno(LOG_WARNING, r, "closing connection of pid %d: bad message: %m", (int) c->pid);
+        }
         return r < 0 ? r : 0;
 }
 

@@ -8,6 +8,7 @@ packages=(
         libunwind-dev libdw-dev zlib1g-dev libprotobuf-c-dev
         golang-go binutils libjemalloc2 libjemalloc-dev
         systemd debootstrap systemd-container
+        clang libclang-rt-14-dev
 )
 
 missing=()
