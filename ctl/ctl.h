@@ -34,7 +34,10 @@ const struct verb *verb_find(const char *name);
 /* output.c */
 /* "1.5 GiB", "512 B"; buf is at least 16 bytes. */
 const char *output_bytes(char *buf, size_t size, uint64_t bytes);
-void output_status_list(const struct ctl *ctl, const struct proto_process *p, size_t n);
+/* The list: begin, one row per process (i counts from 0), end. */
+void output_status_begin(const struct ctl *ctl);
+void output_status_row(const struct ctl *ctl, const struct proto_process *p, size_t i);
+void output_status_end(const struct ctl *ctl);
 void output_status_one(const struct ctl *ctl, const struct proto_process *p);
 void output_gc(const struct ctl *ctl, uint32_t pid, const struct proto_gc_result *g);
 void output_scavenge(const struct ctl *ctl, uint32_t pid, const struct proto_scavenge_result *v);

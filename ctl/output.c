@@ -76,10 +76,16 @@ static uint64_t field_u64(const struct memd_memstats *s, size_t i) {
         return v64;
 }
 
-static void json_memstats(const struct memd_memstats *s) {
+/* pauses: PauseNs/PauseEnd too (memd sends them for one process only). */
+static void json_memstats(const struct memd_memstats *s, bool pauses) {
+        bool first = true;
+
         printf("{");
         for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-                printf("%s\"%s\": ", i ? ", " : "", fields[i].name);
+                if (fields[i].kind == K_PAUSES && !pauses)
+                        continue;
+                printf("%s\"%s\": ", first ? "" : ", ", fields[i].name);
+                first = false;
                 if (fields[i].kind == K_FRACTION)
                         printf("%.17g", s->GCCPUFraction);
                 else if (fields[i].kind == K_PAUSES) {
@@ -131,7 +137,7 @@ static void json_process(const struct proto_process *p) {
                        p->lazyfree_bytes);
         if (p->has_stats) {
                 printf(", \"memstats\": ");
-                json_memstats(&p->stats);
+                json_memstats(&p->stats, p->has_pauses);
         }
         if (p->event_view.n) {
                 printf(", \"events\": [");
@@ -198,40 +204,47 @@ static void print_row(const char *const cells[_COL_MAX]) {
         printf("\n");
 }
 
-void output_status_list(const struct ctl *ctl, const struct proto_process *p, size_t n) {
+void output_status_begin(const struct ctl *ctl) {
+        const char *titles[_COL_MAX];
+
         if (ctl->json) {
                 printf("{\"processes\": [");
-                for (size_t i = 0; i < n; i++) {
-                        printf("%s", i ? ", " : "");
-                        json_process(&p[i]);
-                }
-                printf("]}\n");
                 return;
         }
-        const char *titles[_COL_MAX];
         for (int i = 0; i < _COL_MAX; i++)
                 titles[i] = columns[i].title;
         print_row(titles);
-        for (size_t i = 0; i < n; i++) {
-                char pid[16], rss[32], inuse[32], idle[32], rel[32], limit[32], last[32];
-                int64_t last_ns = p[i].last_gc_ns > p[i].last_scvg_ns ? p[i].last_gc_ns : p[i].last_scvg_ns;
-                const char *cells[_COL_MAX] = {
-                        [COL_PID] = pid, [COL_COMM] = p[i].comm,
-                        [COL_UNIT] = p[i].unit[0] ? p[i].unit : "-",
-                        [COL_RSS] = "-", [COL_INUSE] = "-", [COL_IDLE] = "-", [COL_RELEASED] = "-",
-                        [COL_LIMIT] = p[i].limit_bytes ? output_bytes(limit, sizeof limit, p[i].limit_bytes) : "-",
-                        [COL_LAST] = output_age(last, sizeof last, last_ns),
-                };
+}
 
-                snprintf(pid, sizeof pid, "%" PRIu32, p[i].pid);
-                if (p[i].has_stats) {
-                        cells[COL_RSS] = output_bytes(rss, sizeof rss, p[i].stats.RSS);
-                        cells[COL_INUSE] = output_bytes(inuse, sizeof inuse, p[i].stats.HeapInuse);
-                        cells[COL_IDLE] = output_bytes(idle, sizeof idle, p[i].stats.HeapIdle);
-                        cells[COL_RELEASED] = output_bytes(rel, sizeof rel, p[i].stats.HeapReleased);
-                }
-                print_row(cells);
+void output_status_row(const struct ctl *ctl, const struct proto_process *p, size_t i) {
+        char pid[16], rss[32], inuse[32], idle[32], rel[32], limit[32], last[32];
+        int64_t last_ns = p->last_gc_ns > p->last_scvg_ns ? p->last_gc_ns : p->last_scvg_ns;
+        const char *cells[_COL_MAX] = {
+                [COL_PID] = pid, [COL_COMM] = p->comm,
+                [COL_UNIT] = p->unit[0] ? p->unit : "-",
+                [COL_RSS] = "-", [COL_INUSE] = "-", [COL_IDLE] = "-", [COL_RELEASED] = "-",
+                [COL_LIMIT] = p->limit_bytes ? output_bytes(limit, sizeof limit, p->limit_bytes) : "-",
+                [COL_LAST] = output_age(last, sizeof last, last_ns),
+        };
+
+        if (ctl->json) {
+                printf("%s", i ? ", " : "");
+                json_process(p);
+                return;
         }
+        snprintf(pid, sizeof pid, "%" PRIu32, p->pid);
+        if (p->has_stats) {
+                cells[COL_RSS] = output_bytes(rss, sizeof rss, p->stats.RSS);
+                cells[COL_INUSE] = output_bytes(inuse, sizeof inuse, p->stats.HeapInuse);
+                cells[COL_IDLE] = output_bytes(idle, sizeof idle, p->stats.HeapIdle);
+                cells[COL_RELEASED] = output_bytes(rel, sizeof rel, p->stats.HeapReleased);
+        }
+        print_row(cells);
+}
+
+void output_status_end(const struct ctl *ctl) {
+        if (ctl->json)
+                printf("]}\n");
 }
 
 static void print_time_ns(int64_t ns) {

@@ -85,6 +85,7 @@ struct agent {
         uint64_t generation;
         uint64_t event_seq;             /* newest event sent */
         uint64_t maps_hash;             /* of the executable mappings last sent */
+        uint64_t pauses_sent;           /* NumGC of the last pause arrays sent; UINT64_MAX: none yet */
         uint64_t next_id;
 };
 
@@ -248,7 +249,11 @@ static int send_memstats(struct agent *a) {
         if (!s)
                 return -ENOMEM;
         stats_read(s);
-        r = SEND(a, proto_pack_memstats(pk, 0, 0, now_ns(CLOCK_REALTIME), s));
+        /* The 2 x 256 pause entries only when they changed: they are most of
+         * the message, and memd keeps the last ones it got. */
+        r = SEND(a, proto_pack_memstats(pk, 0, 0, now_ns(CLOCK_REALTIME), s, s->NumGC != a->pauses_sent));
+        if (r >= 0)
+                a->pauses_sent = s->NumGC;
         free(s);
         return r;
 }
@@ -644,6 +649,7 @@ static int try_connect(struct agent *a) {
         }
         a->state = WAIT_HELLO;
         a->hello_deadline = mono_ns() + HELLO_TIMEOUT_NS;
+        a->pauses_sent = UINT64_MAX; /* a new connection gets them */
         return 0;
 }
 

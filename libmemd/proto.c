@@ -53,8 +53,10 @@ bool proto_msg_type_known(uint32_t type) {
 #define FEND { NULL, 0, 0, false, 0, NULL }
 
 /* MemStats: Go's names; the same list for the flat MEMSTATS message and the
- * nested "memstats" map of STATUS_REPLY. */
-#define MEMSTATS_FIELDS(ST, M)                                                   \
+ * nested "memstats" map of STATUS_REPLY.  The two 256-entry pause arrays are
+ * optional in both: they are most of the bytes and most of the decoding
+ * work, and change only with NumGC (senders: docs/protocol.md). */
+#define MEMSTATS_SCALARS(ST, M)                                                  \
         F("Alloc", U64, ST, M.Alloc, true),                                      \
         F("TotalAlloc", U64, ST, M.TotalAlloc, true),                            \
         F("Sys", U64, ST, M.Sys, true),                                          \
@@ -70,8 +72,6 @@ bool proto_msg_type_known(uint32_t type) {
         F("NextGC", U64, ST, M.NextGC, true),                                    \
         F("LastGC", U64, ST, M.LastGC, true),                                    \
         F("PauseTotalNs", U64, ST, M.PauseTotalNs, true),                        \
-        FA("PauseNs", U64_ARRAY, ST, M.PauseNs, true, PROTO_PAUSE_ENTRIES),      \
-        FA("PauseEnd", U64_ARRAY, ST, M.PauseEnd, true, PROTO_PAUSE_ENTRIES),    \
         F("NumGC", U32, ST, M.NumGC, true),                                      \
         F("NumForcedGC", U32, ST, M.NumForcedGC, true),                          \
         F("GCCPUFraction", DOUBLE, ST, M.GCCPUFraction, true),                   \
@@ -79,20 +79,70 @@ bool proto_msg_type_known(uint32_t type) {
         F("RssAnon", U64, ST, M.RssAnon, true),                                  \
         F("LazyFree", U64, ST, M.LazyFree, true),                                \
         F("Threads", U32, ST, M.Threads, true)
+#define MEMSTATS_PAUSES(ST, M)                                                   \
+        FA("PauseNs", U64_ARRAY, ST, M.PauseNs, false, PROTO_PAUSE_ENTRIES),     \
+        FA("PauseEnd", U64_ARRAY, ST, M.PauseEnd, false, PROTO_PAUSE_ENTRIES)
 
 struct memstats_box { struct memd_memstats s; };
 
 static const struct proto_field memstats_table[] = {
-        MEMSTATS_FIELDS(struct memstats_box, s),
+        MEMSTATS_SCALARS(struct memstats_box, s),
+        MEMSTATS_PAUSES(struct memstats_box, s),
+        FEND
+};
+
+static const struct proto_field memstats_scalar_table[] = {
+        MEMSTATS_SCALARS(struct memstats_box, s),
+        FEND
+};
+
+static const struct proto_field memstats_pause_table[] = {
+        MEMSTATS_PAUSES(struct memstats_box, s),
         FEND
 };
 
 static const struct proto_field memstats_msg_table[] = {
         F("time_ns", I64, struct proto_memstats, time_ns, true),
         F("pid", U32, struct proto_memstats, pid, false),
-        MEMSTATS_FIELDS(struct proto_memstats, stats),
+        MEMSTATS_SCALARS(struct proto_memstats, stats),
+        MEMSTATS_PAUSES(struct proto_memstats, stats),
         FEND
 };
+
+/* Whether map o has key (a str); o was validated by proto_decode. */
+static bool map_has_key(const msgpack_object *o, const char *key) {
+        size_t len = strlen(key);
+
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+                const msgpack_object *k = &o->via.map.ptr[i].key;
+                if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == len && !memcmp(k->via.str.ptr, key, len))
+                        return true;
+        }
+        return false;
+}
+
+/* The pause arrays come both or neither. */
+static int pauses_present(const msgpack_object *o, bool *ret_has) {
+        bool ns = map_has_key(o, "PauseNs"), end = map_has_key(o, "PauseEnd");
+
+        if (ns != end)
+                return -EBADMSG;
+        *ret_has = ns;
+        return 0;
+}
+
+/* Packs MemStats map entries (no header): the scalars, then the pauses. */
+static int pack_memstats_fields(msgpack_packer *pk, const struct memd_memstats *s, bool with_pauses) {
+        int r = proto_pack_fields(pk, memstats_scalar_table, s);
+
+        if (r >= 0 && with_pauses)
+                r = proto_pack_fields(pk, memstats_pause_table, s);
+        return r;
+}
+
+static size_t memstats_entries(bool with_pauses) {
+        return proto_table_len(memstats_scalar_table) + (with_pauses ? proto_table_len(memstats_pause_table) : 0);
+}
 
 static const struct proto_field envelope_table[] = {
         F("t", U32, struct proto_msg, type, true),
@@ -463,6 +513,8 @@ static int decode_process_stats(const msgpack_object *o, void *ret) {
         int r;
 
         r = proto_decode(o, memstats_table, &p->stats);
+        if (r >= 0)
+                r = pauses_present(o, &p->has_pauses);
         if (r < 0)
                 return r;
         p->has_stats = true;
@@ -531,12 +583,47 @@ static int pack_begin(msgpack_packer *pk, uint32_t type, uint64_t id, size_t n_f
         return pack_kv_u64(pk, "id", id);
 }
 
-int proto_pack_fields(msgpack_packer *pk, const struct proto_field *table, const void *in) {
+/* An optional scalar or string field holding its default (0, false, ""):
+ * a sparse packer leaves it out, and the decoder reads it back as that. */
+static bool field_is_default(const struct proto_field *f, const void *in) {
+        const void *p = FIELD_CPTR(in, f->offset);
+
+        if (f->required)
+                return false;
+        switch (f->type) {
+        case PROTO_T_U64:
+                return *(const uint64_t *) p == 0;
+        case PROTO_T_U32:
+                return *(const uint32_t *) p == 0;
+        case PROTO_T_I64:
+                return *(const int64_t *) p == 0;
+        case PROTO_T_DOUBLE:
+                return *(const double *) p == 0;
+        case PROTO_T_BOOL:
+                return !*(const bool *) p;
+        case PROTO_T_STRING:
+                return *(const char *) p == 0;
+        default:
+                return false;
+        }
+}
+
+static size_t sparse_len(const struct proto_field *table, const void *in) {
+        size_t n = 0;
+
+        for (const struct proto_field *f = table; f->key; f++)
+                n += !field_is_default(f, in);
+        return n;
+}
+
+static int pack_fields(msgpack_packer *pk, const struct proto_field *table, const void *in, bool sparse) {
         int r;
 
         for (const struct proto_field *f = table; f->key; f++) {
                 const void *p = FIELD_CPTR(in, f->offset);
 
+                if (sparse && field_is_default(f, in))
+                        continue;
                 r = pack_key(pk, f->key);
                 if (r < 0)
                         return r;
@@ -575,6 +662,10 @@ int proto_pack_fields(msgpack_packer *pk, const struct proto_field *table, const
                 }
         }
         return 0;
+}
+
+int proto_pack_fields(msgpack_packer *pk, const struct proto_field *table, const void *in) {
+        return pack_fields(pk, table, in, false);
 }
 
 static int pack_table_msg(msgpack_packer *pk, uint32_t type, uint64_t id,
@@ -622,8 +713,8 @@ int proto_pack_bye(msgpack_packer *pk, uint64_t id, const char *reason) {
 }
 
 int proto_pack_memstats(msgpack_packer *pk, uint64_t id, uint32_t pid, int64_t time_ns,
-                        const struct memd_memstats *s) {
-        int r = pack_begin(pk, PROTO_MSG_MEMSTATS, id, proto_table_len(memstats_table) + 1 + (pid != 0));
+                        const struct memd_memstats *s, bool with_pauses) {
+        int r = pack_begin(pk, PROTO_MSG_MEMSTATS, id, memstats_entries(with_pauses) + 1 + (pid != 0));
 
         if (r < 0)
                 return r;
@@ -632,7 +723,7 @@ int proto_pack_memstats(msgpack_packer *pk, uint64_t id, uint32_t pid, int64_t t
                 r = pack_kv_u64(pk, "pid", pid);
         if (r < 0)
                 return r;
-        return proto_pack_fields(pk, memstats_table, s);
+        return pack_memstats_fields(pk, s, with_pauses);
 }
 
 static int pack_bucket(msgpack_packer *pk, const struct profile_record *rec) {
@@ -754,7 +845,7 @@ int proto_pack_scavenge_result(msgpack_packer *pk, uint64_t id, const struct pro
         return pack_table_msg(pk, PROTO_MSG_SCAVENGE_RESULT, id, scavenge_result_table, s);
 }
 
-int proto_pack_status_reply(msgpack_packer *pk, uint64_t id, const struct proto_process *p, size_t n) {
+int proto_pack_status_begin(msgpack_packer *pk, uint64_t id, size_t n) {
         int r;
 
         if (n > PROTO_MAX_PROCESSES)
@@ -766,34 +857,47 @@ int proto_pack_status_reply(msgpack_packer *pk, uint64_t id, const struct proto_
         if (r < 0)
                 return r;
         PACK(msgpack_pack_array(pk, n));
-        for (size_t i = 0; i < n; i++) {
-                size_t n_events = p[i].n_events;
+        return 0;
+}
 
-                if (n_events > PROTO_MAX_EVENTS)
-                        return -E2BIG;
-                PACK(msgpack_pack_map(pk, proto_table_len(process_scalar_table) + p[i].has_stats + 1));
-                r = proto_pack_fields(pk, process_scalar_table, &p[i]);
+int proto_pack_process(msgpack_packer *pk, const struct proto_process *p) {
+        int r;
+
+        if (p->n_events > PROTO_MAX_EVENTS)
+                return -E2BIG;
+        /* Sparse: a list of a thousand processes is mostly zeros otherwise. */
+        PACK(msgpack_pack_map(pk, sparse_len(process_scalar_table, p) + p->has_stats + (p->n_events > 0)));
+        r = pack_fields(pk, process_scalar_table, p, true);
+        if (r < 0)
+                return r;
+        if (p->has_stats) {
+                if ((r = pack_key(pk, "memstats")) < 0)
+                        return r;
+                PACK(msgpack_pack_map(pk, memstats_entries(p->has_pauses)));
+                r = pack_memstats_fields(pk, &p->stats, p->has_pauses);
                 if (r < 0)
                         return r;
-                if (p[i].has_stats) {
-                        if ((r = pack_key(pk, "memstats")) < 0)
-                                return r;
-                        PACK(msgpack_pack_map(pk, proto_table_len(memstats_table)));
-                        r = proto_pack_fields(pk, memstats_table, &p[i].stats);
-                        if (r < 0)
-                                return r;
-                }
+        }
+        if (p->n_events > 0) {
                 if ((r = pack_key(pk, "events")) < 0)
                         return r;
-                PACK(msgpack_pack_array(pk, n_events));
-                for (size_t j = 0; j < n_events; j++) {
+                PACK(msgpack_pack_array(pk, p->n_events));
+                for (size_t j = 0; j < p->n_events; j++) {
                         PACK(msgpack_pack_map(pk, proto_table_len(event_table)));
-                        r = proto_pack_fields(pk, event_table, &p[i].events[j]);
+                        r = proto_pack_fields(pk, event_table, &p->events[j]);
                         if (r < 0)
                                 return r;
                 }
         }
         return 0;
+}
+
+int proto_pack_status_reply(msgpack_packer *pk, uint64_t id, const struct proto_process *p, size_t n) {
+        int r = proto_pack_status_begin(pk, id, n);
+
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = proto_pack_process(pk, &p[i]);
+        return r;
 }
 
 /* ---- body decoders ---------------------------------------------------------- */
@@ -824,8 +928,11 @@ int proto_decode_bye(const struct proto_msg *m, struct proto_bye *ret) {
 }
 
 int proto_decode_memstats(const struct proto_msg *m, struct proto_memstats *ret) {
+        int r;
+
         *ret = (struct proto_memstats) {};
-        return proto_decode(m->body, memstats_msg_table, ret);
+        r = proto_decode(m->body, memstats_msg_table, ret);
+        return r < 0 ? r : pauses_present(m->body, &ret->has_pauses);
 }
 
 int proto_decode_bucket(const msgpack_object *o, struct profile_record *ret) {

@@ -165,7 +165,8 @@ struct proto_bye {
 struct proto_memstats {
         int64_t time_ns;        /* required: when read, ns since the epoch */
         uint32_t pid;           /* optional: set by the daemon towards control clients */
-        struct memd_memstats stats; /* every field required */
+        struct memd_memstats stats; /* every field required but PauseNs/PauseEnd */
+        bool has_pauses;        /* PauseNs and PauseEnd were sent (else they read 0) */
 };
 
 /* Header of PROFILE_SNAPSHOT / PROFILE_DELTA.  A snapshot is one or more
@@ -267,8 +268,9 @@ struct proto_process {
         /* optional: memd's copy of the profile: buckets and rounded estimates */
         uint64_t profile_buckets, profile_alloc_objects, profile_alloc_bytes;
         uint64_t profile_inuse_objects, profile_inuse_bytes;
-        struct memd_memstats stats;     /* optional map "memstats", every field required inside */
+        struct memd_memstats stats;     /* optional map "memstats", every field required inside but the pauses */
         bool has_stats;
+        bool has_pauses;        /* PauseNs/PauseEnd in "memstats": memd sends them for one PID only */
         /* events: encode from these, decode into the view */
         const struct proto_event *events;
         size_t n_events;
@@ -290,8 +292,10 @@ int proto_pack_hello_ok(msgpack_packer *pk, uint64_t id, const struct proto_hell
 int proto_pack_error(msgpack_packer *pk, uint64_t id, int code, const char *text); /* code: errno, either sign */
 int proto_pack_ok(msgpack_packer *pk, uint64_t id, uint64_t previous); /* UINT64_MAX: no "previous" */
 int proto_pack_bye(msgpack_packer *pk, uint64_t id, const char *reason); /* reason may be NULL */
+/* pid 0: not packed.  with_pauses false leaves out PauseNs and PauseEnd
+ * (send them when NumGC changed, and first on a connection). */
 int proto_pack_memstats(msgpack_packer *pk, uint64_t id, uint32_t pid, int64_t time_ns,
-                        const struct memd_memstats *s); /* pid 0: not packed */
+                        const struct memd_memstats *s, bool with_pauses);
 /* type: PROTO_MSG_PROFILE_SNAPSHOT or PROTO_MSG_PROFILE_DELTA.  h->buckets is ignored. */
 int proto_pack_profile(msgpack_packer *pk, uint32_t type, uint64_t id, const struct proto_profile *h,
                        const struct profile_record *records, size_t n_records);
@@ -303,6 +307,10 @@ int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const str
 int proto_pack_gc_result(msgpack_packer *pk, uint64_t id, const struct proto_gc_result *g);
 int proto_pack_scavenge_result(msgpack_packer *pk, uint64_t id, const struct proto_scavenge_result *s);
 int proto_pack_status_reply(msgpack_packer *pk, uint64_t id, const struct proto_process *p, size_t n);
+/* The same, one process at a time: the header for n processes, then n
+ * proto_pack_process() calls (no array of n proto_process in memory). */
+int proto_pack_status_begin(msgpack_packer *pk, uint64_t id, size_t n);
+int proto_pack_process(msgpack_packer *pk, const struct proto_process *p);
 
 /* Upper bound of one bucket's encoding, for splitting profiles into frames. */
 size_t proto_bucket_bytes_max(void);

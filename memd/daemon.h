@@ -109,6 +109,7 @@ struct server {
         struct ev_loop *loop;
         int listen_fd;
         ev_io listen_io;
+        ev_timer accept_retry;  /* accepting again after EMFILE */
         char *socket_path;      /* what we bound; NULL when systemd passed the socket */
         bool socket_created;
         dev_t socket_dev;
@@ -144,7 +145,7 @@ int registry_attach(struct server *s, struct conn *c);
 /* Drops p (logs "detach"); its connection, if any, is left to the caller. */
 void registry_detach(struct process *p, const char *why);
 struct process *registry_find(struct server *s, pid_t pid);
-void registry_update_stats(struct process *p, const struct proto_memstats *m);
+void registry_update_stats(struct process *p, struct proto_memstats *m);
 void registry_fill(const struct process *p, struct proto_process *ret);
 void registry_done(struct server *s);
 

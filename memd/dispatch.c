@@ -374,11 +374,15 @@ static int dispatch_subscribe(struct conn *c, const struct proto_msg *m) {
         return send_packed(c, &sb, proto_pack_ok(&pk, m->id, UINT64_MAX));
 }
 
+/* STATUS_REQUEST.  For every process (the list): the scalars of MemStats
+ * only, packed one process at a time.  For one PID: everything, with the
+ * pause arrays, the RSS breakdown read now, and the recent events. */
 static int dispatch_status(struct conn *c, const struct proto_msg *m) {
         struct server *s = c->server;
         struct proto_request q = {};
-        struct proto_process *procs;
+        struct proto_process *one;
         struct proto_event *events = NULL;
+        struct process *p = NULL;
         msgpack_sbuffer sb;
         msgpack_packer pk;
         size_t n = 0;
@@ -388,25 +392,24 @@ static int dispatch_status(struct conn *c, const struct proto_msg *m) {
         if (r < 0)
                 return bad_body(c, m, r);
         if (q.pid != 0) {
-                struct process *p = registry_find(s, (pid_t) q.pid);
-
+                p = registry_find(s, (pid_t) q.pid);
                 if (!p)
                         return reply_error(c, m->id, ESRCH, "process is not attached to memd");
                 if (!may_see(c, p))
                         return reply_error(c, m->id, EPERM, "process belongs to another user");
         }
-        procs = calloc(s->n_processes ? s->n_processes : 1, sizeof *procs);
-        if (!procs)
+        one = malloc(sizeof *one);
+        if (!one)
                 return reply_error(c, m->id, ENOMEM, "out of memory");
-        for (struct process *p = s->processes; p; p = p->next)
-                if (q.pid != 0 ? p->pid == (pid_t) q.pid : may_see(c, p))
-                        registry_fill(p, &procs[n++]);
-        if (q.pid != 0 && n == 1) {
-                struct process *p = registry_find(s, (pid_t) q.pid);
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (p) {
                 uint64_t k = p->n_events < EVENT_HISTORY ? p->n_events : EVENT_HISTORY;
 
-                registry_read_rss(p, &procs[0]);
-                events = calloc(k ? k : 1, sizeof(*events));
+                registry_fill(p, one);
+                one->has_pauses = one->has_stats;
+                registry_read_rss(p, one);
+                events = k ? calloc(k, sizeof(*events)) : NULL;
                 if (events && p->events) {
                         for (uint64_t i = 0; i < k; i++) {
                                 const struct event *e = &p->events[(p->n_events - k + i) % EVENT_HISTORY];
@@ -414,15 +417,23 @@ static int dispatch_status(struct conn *c, const struct proto_msg *m) {
                                 snprintf(events[i].text, sizeof(events[i].text), "%s", e->text ? e->text : "");
                                 events[i].pid = (uint32_t) p->pid;
                         }
-                        procs[0].events = events;
-                        procs[0].n_events = k;
+                        one->events = events;
+                        one->n_events = k;
                 }
+                r = proto_pack_status_begin(&pk, m->id, 1);
+                if (r >= 0)
+                        r = proto_pack_process(&pk, one);
+        } else {
+                for (struct process *x = s->processes; x; x = x->next)
+                        n += may_see(c, x);
+                r = proto_pack_status_begin(&pk, m->id, n);
+                for (struct process *x = s->processes; x && r >= 0; x = x->next)
+                        if (may_see(c, x)) {
+                                registry_fill(x, one);
+                                r = proto_pack_process(&pk, one);
+                        }
         }
-
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        r = proto_pack_status_reply(&pk, m->id, procs, n);
-        free(procs);
+        free(one);
         free(events);
         if (r >= 0 && sb.size > PROTO_MAX_FRAME_BYTES)
                 r = -EMSGSIZE;

@@ -155,9 +155,15 @@ int main(int argc, char **argv) {
 
         /* Two descriptors per attached process (its connection and its
          * pidfd): take the hard limit, as systemd leaves the soft one at 1024. */
-        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-                nofile.rlim_cur = nofile.rlim_max;
-                setrlimit(RLIMIT_NOFILE, &nofile);
+        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+                if (nofile.rlim_cur < nofile.rlim_max) {
+                        nofile.rlim_cur = nofile.rlim_max;
+                        setrlimit(RLIMIT_NOFILE, &nofile);
+                }
+                if (nofile.rlim_cur < 4096)
+                        log_warning("only %llu file descriptors (RLIMIT_NOFILE): about %llu processes can attach; "
+                                    "raise LimitNOFILE=", (unsigned long long) nofile.rlim_cur,
+                                    (unsigned long long) (nofile.rlim_cur / 2));
         }
 
         /* A peer that vanished mid-write must not kill us. */
@@ -171,6 +177,9 @@ int main(int argc, char **argv) {
                 server_stop(&s);
                 return 1;
         }
+        /* A thousand agents report once a second each: take their readiness
+         * in batches (10 ms at most) rather than a wakeup per message. */
+        ev_set_io_collect_interval(loop, 0.01);
         server_start(&s, loop);
         ev_signal_init(&sigterm, on_stop, SIGTERM);
         ev_signal_start(loop, &sigterm);

@@ -149,7 +149,12 @@ void registry_detach(struct process *p, const char *why) {
         notify_status(s);
 }
 
-void registry_update_stats(struct process *p, const struct proto_memstats *m) {
+void registry_update_stats(struct process *p, struct proto_memstats *m) {
+        /* Without pause arrays the last ones stand (they change with NumGC). */
+        if (!m->has_pauses && p->has_stats) {
+                memcpy(m->stats.PauseNs, p->stats.PauseNs, sizeof p->stats.PauseNs);
+                memcpy(m->stats.PauseEnd, p->stats.PauseEnd, sizeof p->stats.PauseEnd);
+        }
         p->stats = m->stats;
         p->stats_time_ns = m->time_ns;
         p->received_ns = now_ns();

@@ -294,33 +294,55 @@ struct conn *conn_new(struct server *s, int fd, pid_t pid, uid_t uid) {
         return c;
 }
 
+/* Takes up to ACCEPT_BATCH connections per wakeup: the loop batches its
+ * wakeups (ev_set_io_collect_interval), so one accept per wakeup would cap
+ * memd at a few hundred connections a second. */
+#define ACCEPT_BATCH 256
 static void server_accept(struct ev_loop *loop, ev_io *w, int revents) {
         struct server *s = w->data;
-        struct ucred cred;
-        socklen_t len = sizeof cred;
-        int fd;
 
-        (void) loop;
         (void) revents;
-        fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-                if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                        log_errno(LOG_WARNING, -errno, "accept failed: %m");
-                return;
+        for (int i = 0; i < ACCEPT_BATCH; i++) {
+                struct ucred cred;
+                socklen_t len = sizeof cred;
+                int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+                if (fd < 0) {
+                        if (errno == EMFILE || errno == ENFILE) {
+                                /* The connection waits in the backlog: stop
+                                 * looking at it for a second instead of
+                                 * spinning on it. */
+                                log_errno(LOG_WARNING, -errno, "accept failed: %m; not accepting for 1 s");
+                                ev_io_stop(loop, &s->listen_io);
+                                ev_timer_set(&s->accept_retry, 1., 0.);
+                                ev_timer_start(loop, &s->accept_retry);
+                        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                log_errno(LOG_WARNING, -errno, "accept failed: %m");
+                        return;
+                }
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+                        log_errno(LOG_WARNING, -errno, "SO_PEERCRED failed, dropping connection: %m");
+                        close(fd);
+                        continue;
+                }
+                if (!conn_new(s, fd, cred.pid, cred.uid)) {
+                        log_warning("out of memory, dropping connection of pid %d", (int) cred.pid);
+                        close(fd);
+                }
         }
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-                log_errno(LOG_WARNING, -errno, "SO_PEERCRED failed, dropping connection: %m");
-                close(fd);
-                return;
-        }
-        if (!conn_new(s, fd, cred.pid, cred.uid)) {
-                log_warning("out of memory, dropping connection of pid %d", (int) cred.pid);
-                close(fd);
-        }
+}
+
+static void accept_again(struct ev_loop *loop, ev_timer *w, int revents) {
+        struct server *s = w->data;
+
+        (void) revents;
+        ev_io_start(loop, &s->listen_io);
 }
 
 int server_start(struct server *s, struct ev_loop *loop) {
         s->loop = loop;
+        ev_timer_init(&s->accept_retry, accept_again, 1., 0.);
+        s->accept_retry.data = s;
         ev_io_init(&s->listen_io, server_accept, s->listen_fd, EV_READ);
         s->listen_io.data = s;
         ev_io_start(loop, &s->listen_io);
@@ -330,6 +352,7 @@ int server_start(struct server *s, struct ev_loop *loop) {
 void server_stop(struct server *s) {
         struct stat st;
 
+        ev_timer_stop(s->loop, &s->accept_retry);
         while (s->conns)
                 conn_free(s->conns);
         forward_done(s);

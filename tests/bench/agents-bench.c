@@ -436,8 +436,10 @@ static void agent_init(struct agent *a, unsigned i) {
         s->GCCPUFraction = 0.0001;
 }
 
-static void pack_memstats(struct agent *a, uint64_t id) {
-        packed(proto_pack_memstats(&pk, id, 0, real_ns(), &a->stats), "MEMSTATS");
+/* As libmemd's agent: the pause arrays on attach only (NumGC does not
+ * change here afterwards). */
+static void pack_memstats(struct agent *a, uint64_t id, bool with_pauses) {
+        packed(proto_pack_memstats(&pk, id, 0, real_ns(), &a->stats, with_pauses), "MEMSTATS");
 }
 
 static void pack_mappings(uint64_t id) {
@@ -465,7 +467,7 @@ static void pack_snapshot(struct agent *a, uint64_t id) {
 static void agent_attached(struct agent *a) {
         a->state = A_ATTACHED;
         n_attached++;
-        pack_memstats(a, 0);
+        pack_memstats(a, 0, true);
         pack_mappings(0);
         pack_snapshot(a, 0);
         agent_send(a, 3);
@@ -512,7 +514,7 @@ static void agent_tick(struct agent *a) {
                 c->free_objects_est += d->free_objects_est;
                 c->free_bytes_est += d->free_bytes_est;
         }
-        pack_memstats(a, 0);
+        pack_memstats(a, 0, false);
         packed(proto_pack_profile(&pk, PROTO_MSG_PROFILE_DELTA, 0, &h, delta, opt.buckets), "PROFILE_DELTA");
         agent_send(a, 2);
         cnt.ticks++;

@@ -115,7 +115,7 @@ static void memstats(msgpack_packer *pk) {
         s.GCCPUFraction = 0.5;
         s.RSS = 1 << 20;
         s.Threads = 1;
-        CK(proto_pack_memstats(pk, 0, 0, 1700000000000000000, &s));
+        CK(proto_pack_memstats(pk, 0, 0, 1700000000000000000, &s, true));
 }
 
 static void profile(msgpack_packer *pk, uint32_t type, uint32_t n_buckets) {
@@ -437,7 +437,7 @@ static void scn_daemon_messages(void) {
         hello(chunk(0, A), PROTO_ROLE_CONTROL);
         hello_ok(chunk(1, A));
         status_reply(chunk(1, A));
-        CK(proto_pack_memstats(chunk(2, A), 0, 1, 5, &zero));
+        CK(proto_pack_memstats(chunk(2, A), 0, 1, 5, &zero, false));
         CK(proto_pack_error(chunk(2, A), 3, EPERM, ""));
 }
 

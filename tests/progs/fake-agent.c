@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
         s->HeapObjects = 600;
         s->Threads = 1;
         clock_gettime(CLOCK_REALTIME, &ts);
-        if (proto_pack_memstats(&pk, 0, 0, (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec, s) < 0 ||
+        if (proto_pack_memstats(&pk, 0, 0, (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec, s, true) < 0 ||
             send_buf(fd, &sb) < 0) {
                 fprintf(stderr, "fake-agent: cannot send MEMSTATS\n");
                 return 1;

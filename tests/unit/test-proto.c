@@ -244,18 +244,29 @@ START_TEST(test_memstats) {
 
         fill_stats(&s);
         out_init(&o);
-        ck_assert_int_eq(proto_pack_memstats(&o.pk, 0, 0, INT64_C(1700000000123456789), &s), 0);
-        ck_assert_int_eq(proto_pack_memstats(&o.pk, 9, 4321, -5, &s), 0);
+        ck_assert_int_eq(proto_pack_memstats(&o.pk, 0, 0, INT64_C(1700000000123456789), &s, true), 0);
+        ck_assert_int_eq(proto_pack_memstats(&o.pk, 9, 4321, -5, &s, true), 0);
+        ck_assert_int_eq(proto_pack_memstats(&o.pk, 10, 0, 7, &s, false), 0);
         r = read_msg(&o, &m, PROTO_MSG_MEMSTATS);
         ck_assert_int_eq(proto_decode_memstats(&m, &got), 0);
         ck_assert_int_eq(got.time_ns, INT64_C(1700000000123456789));
         ck_assert_uint_eq(got.pid, 0);
+        ck_assert(got.has_pauses);
         ck_assert(memcmp(&got.stats, &s, sizeof(s)) == 0);
         ck_assert_int_eq(proto_reader_next(r, &m), 1);
         ck_assert_int_eq(proto_decode_memstats(&m, &got), 0);
         ck_assert_int_eq(got.time_ns, -5);
         ck_assert_uint_eq(got.pid, 4321);
         ck_assert(memcmp(&got.stats, &s, sizeof(s)) == 0);
+        /* Without the pauses: every scalar, the arrays read 0, and they say so. */
+        ck_assert_int_eq(proto_reader_next(r, &m), 1);
+        ck_assert_int_eq(proto_decode_memstats(&m, &got), 0);
+        ck_assert(!got.has_pauses);
+        ck_assert_uint_eq(got.stats.HeapAlloc, s.HeapAlloc);
+        ck_assert_uint_eq(got.stats.NumGC, s.NumGC);
+        ck_assert_uint_eq(got.stats.Threads, s.Threads);
+        ck_assert_uint_eq(got.stats.PauseNs[0], 0);
+        ck_assert_uint_eq(got.stats.PauseEnd[0], 0);
         proto_msg_done(&m);
         proto_reader_free(r);
         out_done(&o);
@@ -277,7 +288,7 @@ START_TEST(test_memstats_go_names) {
 
         fill_stats(&s);
         out_init(&o);
-        ck_assert_int_eq(proto_pack_memstats(&o.pk, 0, 0, 1, &s), 0);
+        ck_assert_int_eq(proto_pack_memstats(&o.pk, 0, 0, 1, &s, true), 0);
         r = read_msg(&o, &m, PROTO_MSG_MEMSTATS);
         ck_assert_uint_eq(m.body->via.map.size, 2 + 1 + sizeof(names) / sizeof(names[0]));
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -484,9 +495,11 @@ START_TEST(test_status_reply) {
         p[0] = (struct proto_process) { .pid = 10, .uid = 1000, .comm = "cache", .unit = "cache.service",
                                         .exe = "/usr/bin/cache", .attached_ns = 5, .stats_time_ns = 6,
                                         .limit_bytes = 256 << 20, .rate_bytes = 524288, .last_gc_ns = 7,
-                                        .last_scvg_ns = 8, .has_stats = true, .events = ev, .n_events = 2 };
+                                        .last_scvg_ns = 8, .has_stats = true, .has_pauses = true,
+                                        .events = ev, .n_events = 2 };
         fill_stats(&p[0].stats);
-        p[1] = (struct proto_process) { .pid = 11, .uid = 0, .comm = "x" };
+        p[1] = (struct proto_process) { .pid = 11, .uid = 0, .comm = "x", .has_stats = true };
+        fill_stats(&p[1].stats); /* without its pauses: they are not sent */
         out_init(&o);
         ck_assert_int_eq(proto_pack_status_reply(&o.pk, 33, p, 2), 0);
         r = read_msg(&o, &m, PROTO_MSG_STATUS_REPLY);
@@ -501,13 +514,19 @@ START_TEST(test_status_reply) {
         ck_assert_uint_eq(got.limit_bytes, 256 << 20);
         ck_assert_int_eq(got.last_scvg_ns, 8);
         ck_assert(got.has_stats);
+        ck_assert(got.has_pauses);
         ck_assert(memcmp(&got.stats, &p[0].stats, sizeof(got.stats)) == 0);
         ck_assert_uint_eq(got.event_view.n, 2);
         ck_assert_int_eq(proto_decode_event_object(&got.event_view.items[1], &gev), 0);
         ck_assert_str_eq(gev.text, "scvg 1: 1 MB released");
         ck_assert_int_eq(proto_decode_process(&st.processes.items[1], &got), 0);
         ck_assert_uint_eq(got.pid, 11);
-        ck_assert(!got.has_stats);
+        ck_assert(got.has_stats);
+        ck_assert(!got.has_pauses);
+        ck_assert_uint_eq(got.stats.HeapAlloc, p[1].stats.HeapAlloc);
+        ck_assert_uint_eq(got.stats.PauseNs[0], 0);
+        ck_assert_uint_eq(got.stats.PauseEnd[255], 0);
+        ck_assert_uint_eq(got.event_view.n, 0);
         ck_assert_uint_eq(got.event_view.n, 0);
         proto_msg_done(&m);
         proto_reader_free(r);
@@ -537,7 +556,7 @@ START_TEST(test_bytewise) {
                 fill_record(&recs[i], 20 + i, i + 1);
         out_init(&o);
         ck_assert_int_eq(proto_pack_hello(&o.pk, 1, &h), 0);
-        ck_assert_int_eq(proto_pack_memstats(&o.pk, 2, 0, 3, &s), 0);
+        ck_assert_int_eq(proto_pack_memstats(&o.pk, 2, 0, 3, &s, true), 0);
         ck_assert_int_eq(proto_pack_profile(&o.pk, PROTO_MSG_PROFILE_SNAPSHOT, 3, &ph, recs, 3), 0);
         ck_assert_int_eq(proto_pack_bye(&o.pk, 4, NULL), 0);
 
@@ -790,7 +809,7 @@ START_TEST(test_mutations) {
         ck_assert_int_eq(proto_pack_hello(&o.pk, 1, &h), 0);
         ck_assert_int_eq(proto_pack_error(&o.pk, 2, EIO, "x"), 0);
         ck_assert_int_eq(proto_pack_ok(&o.pk, 3, 5), 0);
-        ck_assert_int_eq(proto_pack_memstats(&o.pk, 4, 1, 1, &s), 0);
+        ck_assert_int_eq(proto_pack_memstats(&o.pk, 4, 1, 1, &s, true), 0);
         ck_assert_int_eq(proto_pack_profile(&o.pk, PROTO_MSG_PROFILE_SNAPSHOT, 5, &ph, recs, 3), 0);
         ck_assert_int_eq(proto_pack_mappings(&o.pk, 6, 0, maps, 1), 0);
         ck_assert_int_eq(proto_pack_event(&o.pk, 7, &ev), 0);
@@ -1163,7 +1182,7 @@ static int memstats_twisted(enum stats_twist t) {
 
         fill_stats(&s);
         out_init(&o);
-        ck_assert_int_eq(proto_pack_memstats(&o.pk, 0, 0, 1, &s), 0);
+        ck_assert_int_eq(proto_pack_memstats(&o.pk, 0, 0, 1, &s, true), 0);
         r = read_msg(&o, &m, PROTO_MSG_MEMSTATS);
         for (uint32_t j = 0; j < m.body->via.map.size; j++) {
                 msgpack_object_kv *kv = &m.body->via.map.ptr[j];
