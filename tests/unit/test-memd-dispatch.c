@@ -1385,6 +1385,30 @@ START_TEST(test_control_not_reading) {
 }
 END_TEST
 
+/* Both stop reading: the client's new request makes memd drop the agent,
+ * whose pending requests fail towards that same client, which must then be
+ * dropped too: never inside its own message (memd once freed it there and
+ * used it afterwards). */
+START_TEST(test_both_not_reading) {
+        struct peer *a = agent_new(getpid(), 0), *c = control_new(0), *other = control_new(0);
+
+        ck_assert_int_eq(send_request(c, PROTO_MSG_GC_REQUEST, 1515, (uint32_t) getpid(), 0), 0);
+        agent_expect_request(a, PROTO_MSG_GC_REQUEST, 1515, 0);
+        fake_backlog(a);
+        fake_backlog(c);
+        /* The ESRCH for it cannot be queued: conn_input() says to close c. */
+        ck_assert_int_lt(send_request(c, PROTO_MSG_GC_REQUEST, 1516, (uint32_t) getpid(), 0), 0);
+        peer_drop(c); /* as conn_io() does */
+        peer_expect_eof(c);
+        RUN_UNTIL(!conn_alive(a->c));
+        a->c = NULL;
+        ck_assert_ptr_null(registry_find(&srv, getpid()));
+        ck_assert_ptr_null(srv.pending);
+        /* Everyone else is fine. */
+        ck_assert_uint_eq(get_status(other, 1517, 0, 0, NULL, NULL), 0);
+}
+END_TEST
+
 /* A subscriber that stops reading is closed; the ones before and after it
  * in memd's list still get the event. */
 START_TEST(test_subscriber_not_reading) {
@@ -1479,6 +1503,7 @@ static Suite *dispatch_suite(void) {
         tc = add_tcase(s, "slow-readers");
         tcase_add_test(tc, test_agent_not_reading);
         tcase_add_test(tc, test_control_not_reading);
+        tcase_add_test(tc, test_both_not_reading);
         tcase_add_test(tc, test_subscriber_not_reading);
         tcase_add_test(tc, test_output_bounded);
         return s;
