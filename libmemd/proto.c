@@ -677,6 +677,17 @@ static int pack_table_msg(msgpack_packer *pk, uint32_t type, uint64_t id,
         return proto_pack_fields(pk, table, in);
 }
 
+/* The same, leaving out optional fields at their defaults (a request's pid
+ * 0: "absent towards agents", docs/protocol.md). */
+static int pack_table_msg_sparse(msgpack_packer *pk, uint32_t type, uint64_t id,
+                                 const struct proto_field *table, const void *in) {
+        int r = pack_begin(pk, type, id, sparse_len(table, in));
+
+        if (r < 0)
+                return r;
+        return pack_fields(pk, table, in, true);
+}
+
 int proto_pack_hello(msgpack_packer *pk, uint64_t id, const struct proto_hello *h) {
         return pack_table_msg(pk, PROTO_MSG_HELLO, id, hello_table, h);
 }
@@ -828,11 +839,11 @@ int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const str
         case PROTO_MSG_PROFILE_REQUEST:
         case PROTO_MSG_STATUS_REQUEST:
         case PROTO_MSG_SUBSCRIBE:
-                return pack_table_msg(pk, type, id, request_table, q);
+                return pack_table_msg_sparse(pk, type, id, request_table, q);
         case PROTO_MSG_SET_RATE:
-                return pack_table_msg(pk, type, id, set_rate_table, q);
+                return pack_table_msg_sparse(pk, type, id, set_rate_table, q);
         case PROTO_MSG_SET_MEMORY_LIMIT:
-                return pack_table_msg(pk, type, id, set_limit_table, q);
+                return pack_table_msg_sparse(pk, type, id, set_limit_table, q);
         }
         return -EINVAL;
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "daemon.h"
 
@@ -101,11 +102,14 @@ int forward_request(struct process *p, struct conn *c, uint64_t ctl_id, uint32_t
         msgpack_sbuffer_destroy(&sb);
         if (r < 0) {
                 free(x);
-                /* An agent that does not read what memd sends is as good as gone. */
+                /* An agent that does not read what memd sends is as good as
+                 * gone.  Shut it down and let the loop free it (EOF): freeing
+                 * it here fails its pending requests towards their clients,
+                 * and closing one that stopped reading too could free c,
+                 * whose message is being handled. */
                 if (r == -ENOBUFS) {
-                        struct conn *a = p->conn;
                         log_info("closing connection of pid %d: it does not read memd's requests", (int) p->pid);
-                        conn_free(a);
+                        shutdown(p->conn->fd, SHUT_RDWR);
                         return -ESRCH;
                 }
                 return r;
