@@ -1,4 +1,5 @@
 /* fuzz-memd.c - libFuzzer target: the wire-protocol reader and every body decoder, then memd's real dispatcher over two socketpair connections (fuzz-input.h has the input layout). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -35,7 +36,6 @@ __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt,
 
 static struct server server = { .listen_fd = -1 };
 static bool trace;              /* $FUZZ_MEMD_TRACE: print each reply memd sends */
-static int lowest_free_fd = -1; /* after the first input: what every later one must leave */
 
 /* main.c is not linked (it has main()): its two helpers, deterministic here.
  * notify_status() runs on every attach and detach, so it checks the count. */
@@ -312,22 +312,62 @@ static void peer_close(struct peer *p) {
         close(p->fd);
 }
 
-static int lowest_fd(void) {
-        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+/* The descriptors open now, below FD_SCAN: memd's (sockets, pidfds) must
+ * all be gone after an input.  Only those are checked: libFuzzer's own
+ * threads open files (corpus, stats) at any time. */
+#define FD_SCAN 4096
+/* Calls fn for every open descriptor below FD_SCAN but the directory's own. */
+static void fds_each(void (*fn)(int fd, void *ctx), void *ctx) {
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
 
-        if (fd < 0)
-                die("open /dev/null: %s", strerror(errno));
-        close(fd);
-        return fd;
+        if (!d)
+                die("opendir /proc/self/fd: %s", strerror(errno));
+        while ((e = readdir(d))) {
+                int fd = atoi(e->d_name);
+                if (e->d_name[0] != '.' && fd != dirfd(d) && fd < FD_SCAN)
+                        fn(fd, ctx);
+        }
+        closedir(d);
+}
+
+static void fd_mark(int fd, void *ctx) {
+        ((bool *) ctx)[fd] = true;
+}
+
+static void fd_check(int fd, void *ctx) {
+        char link[64], target[256];
+        ssize_t k;
+
+        if (((const bool *) ctx)[fd])
+                return;
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        k = readlink(link, target, sizeof(target) - 1);
+        if (k <= 0)
+                return;
+        target[k] = 0;
+        if (!strncmp(target, "socket:", 7) || strstr(target, "pidfd"))
+                die("file descriptor %d leaks: %s", fd, target);
+}
+
+static void fds_open(bool open_fds[FD_SCAN]) {
+        memset(open_fds, 0, FD_SCAN * sizeof(bool));
+        fds_each(fd_mark, open_fds);
+}
+
+static void fds_check(const bool before[FD_SCAN]) {
+        fds_each(fd_check, (void *) before);
 }
 
 /* (b) Each chunk to its connection's conn_input(), as conn_io() would after
  * a read; then the peers hang up, and what is left is torn down as
  * server_stop() does at exit. */
 static void dispatch_pass(const struct plan *plan) {
+        static bool fds_before[FD_SCAN];
         struct peer peers[2];
         int r;
 
+        fds_open(fds_before);
         peers[0].name = 'A';
         peers[1].name = 'B';
         peer_open(&peers[0], plan->conn_bits[0]);
@@ -363,11 +403,7 @@ static void dispatch_pass(const struct plan *plan) {
         peer_close(&peers[0]);
         peer_close(&peers[1]);
 
-        r = lowest_fd();
-        if (lowest_free_fd < 0)
-                lowest_free_fd = r;
-        else if (r != lowest_free_fd)
-                die("file descriptors leak: the lowest free one is %d, was %d", r, lowest_free_fd);
+        fds_check(fds_before);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
