@@ -123,7 +123,8 @@ static void json_process(const struct proto_process *p) {
         json_string(p->comm);
         printf(", \"unit\": ");
         json_string(p->unit);
-        printf(", \"attached_ns\": %" PRId64 ", \"stats_time_ns\": %" PRId64, p->attached_ns, p->stats_time_ns);
+        printf(", \"attached_ns\": %" PRId64 ", \"stats_time_ns\": %" PRId64 ", \"exited_ns\": %" PRId64,
+               p->attached_ns, p->stats_time_ns, p->exited_ns);
         printf(", \"rate_bytes\": %" PRIu64 ", \"limit_bytes\": %" PRIu64 ", \"last_gc_ns\": %" PRId64
                ", \"last_scvg_ns\": %" PRId64, p->rate_bytes, p->limit_bytes, p->last_gc_ns, p->last_scvg_ns);
         printf(", \"profile\": {\"buckets\": %" PRIu64 ", \"alloc_objects\": %" PRIu64 ", \"alloc_bytes\": %" PRIu64
@@ -386,6 +387,12 @@ void output_status_one(const struct ctl *ctl, const struct proto_process *p) {
         printf("%-14s %" PRIu32 "\n", "UID:", p->uid);
         printf("%-14s ", "Attached:");
         print_time_ns(p->attached_ns);
+        if (p->exited_ns) {
+                printf("%-14s ", "Exited:");
+                print_time_ns(p->exited_ns);
+                printf("%-14s the figures below are its last; memctl heap %" PRIu32 " gives its last profile\n", "",
+                       p->pid);
+        }
         if (!p->has_stats) {
                 printf("%-14s none received yet\n", "MemStats:");
                 return;

@@ -1,5 +1,6 @@
 /* verbs.c - memctl's verbs (one table drives parsing and --help) and its blocking conversation with memd. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,6 +427,121 @@ out:
         return ret;
 }
 
+/* Receives a formatted profile (PROFILE_DATA parts, id) and writes it to
+ * fd.  Returns 0 or an exit code, having printed why. */
+static int receive_profile(struct client *cl, uint64_t id, uint32_t pid, int fd) {
+        struct proto_profile_data d;
+        uint32_t part = 0;
+        int r;
+
+        for (;;) {
+                r = client_wait(cl, id);
+                if (r < 0) {
+                        fprintf(stderr, "memctl: heap: no answer from memd: %s\n", strerror(-r));
+                        return EXIT_FAIL;
+                }
+                if (cl->msg.type == PROTO_MSG_ERROR)
+                        return target_error(cl, pid, "heap");
+                if (cl->msg.type != PROTO_MSG_PROFILE_DATA || proto_decode_profile_data(&cl->msg, &d) < 0 ||
+                    d.part != part) {
+                        fprintf(stderr, "memctl: heap: memd sent a malformed profile\n");
+                        return EXIT_FAIL;
+                }
+                for (size_t off = 0; off < d.data.len;) {
+                        ssize_t n = write(fd, (const char *) d.data.ptr + off, d.data.len - off);
+                        if (n < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                fprintf(stderr, "memctl: heap: cannot write the profile: %m\n");
+                                return EXIT_FAIL;
+                        }
+                        off += (size_t) n;
+                }
+                if (d.final)
+                        return 0;
+                part++;
+        }
+}
+
+/* memctl heap PID [-o FILE] [--format proto|text|folded] [--debug=1] */
+static int verb_heap(struct ctl *ctl, int argc, char **argv) {
+        struct proto_request q = { .format = PROTO_PROFILE_PPROF };
+        const char *out = NULL;
+        struct client cl;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        uint64_t id;
+        int fd = STDOUT_FILENO, r, ret;
+        bool created = false;
+
+        if (parse_pid(argv[0], &q.pid) < 0)
+                return EXIT_USAGE;
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i], *v = NULL;
+
+                if (!strcmp(a, "-o") && i + 1 < argc)
+                        out = argv[++i];
+                else if (!strncmp(a, "--format=", 9) || (!strcmp(a, "--format") && i + 1 < argc)) {
+                        v = a[8] == '=' ? a + 9 : argv[++i];
+                        if (!strcmp(v, "proto"))
+                                q.format = PROTO_PROFILE_PPROF;
+                        else if (!strcmp(v, "text"))
+                                q.format = PROTO_PROFILE_TEXT;
+                        else if (!strcmp(v, "folded"))
+                                q.format = PROTO_PROFILE_FOLDED;
+                        else {
+                                fprintf(stderr, "memctl: heap: --format: expected proto, text or folded, not '%s'\n", v);
+                                return EXIT_USAGE;
+                        }
+                } else if (!strcmp(a, "--debug=1"))
+                        q.format = PROTO_PROFILE_TEXT; /* /debug/pprof/heap?debug=1 */
+                else {
+                        fprintf(stderr, "memctl: usage: memctl heap PID [-o FILE] [--format proto|text|folded] [--debug=1]\n");
+                        return EXIT_USAGE;
+                }
+        }
+        if (!out && q.format == PROTO_PROFILE_PPROF && isatty(STDOUT_FILENO)) {
+                fprintf(stderr, "memctl: heap: the pprof profile is gzipped binary: write it with -o FILE "
+                        "(or ask for --format text)\n");
+                return EXIT_USAGE;
+        }
+        ret = client_open(&cl, ctl);
+        if (ret)
+                goto out;
+        ret = EXIT_FAIL;
+        if (out) {
+                fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                if (fd < 0) {
+                        fprintf(stderr, "memctl: heap: cannot create %s: %m\n", out);
+                        goto out;
+                }
+                created = true;
+        }
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        id = cl.next_id++;
+        r = proto_pack_request(&pk, PROTO_MSG_PROFILE_REQUEST, id, &q);
+        if (r >= 0)
+                r = client_send(&cl, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        if (r < 0) {
+                fprintf(stderr, "memctl: heap: cannot ask memd: %s\n", strerror(-r));
+                goto out;
+        }
+        ret = receive_profile(&cl, id, q.pid, fd);
+        if (ret == 0 && out && !ctl->json)
+                fprintf(stderr, "memctl: heap profile of process %" PRIu32 " written to %s\n", q.pid, out);
+out:
+        if (created && close(fd) < 0 && ret == 0) {
+                fprintf(stderr, "memctl: heap: cannot write %s: %m\n", out);
+                ret = EXIT_FAIL;
+        }
+        if (created && ret != 0)
+                unlink(out); /* no half profile left behind */
+        client_done(&cl);
+        return ret;
+}
+
 static int verb_not_implemented(struct ctl *ctl, int argc, char **argv) {
         (void) ctl;
         (void) argc;
@@ -440,7 +556,7 @@ const struct verb verbs[] = {
         { "status", 0, 1, verb_status, "[PID]", "attached processes, or everything about one" },
         { "free-os-memory", 1, 1, verb_free_os_memory, "PID", "forced GC + return free memory to the OS" },
         { "gc", 1, 1, verb_gc, "PID", "forced GC cycle (the process's reclaimers)" },
-        { "heap", 1, ARGS_MAX, verb_not_implemented, "PID [-o FILE] [--format F]", "heap profile (not implemented yet)" },
+        { "heap", 1, ARGS_MAX, verb_heap, "PID [-o FILE] [--format F]", "heap profile: proto (pprof, default), text, folded" },
         { "top", 1, ARGS_MAX, verb_not_implemented, "PID [-n N] [--cum]", "pprof's top table (not implemented yet)" },
         { "set", 2, ARGS_MAX, verb_not_implemented, "PID KEY=VALUE...", "runtime policy change (not implemented yet)" },
         { "trace", 0, 1, verb_trace, "[PID]", "follow gc/scvg events live" },

@@ -32,6 +32,7 @@ static const char *const type_names[] = {
         [PROTO_MSG_STATUS_REQUEST] = "STATUS_REQUEST",
         [PROTO_MSG_STATUS_REPLY] = "STATUS_REPLY",
         [PROTO_MSG_SUBSCRIBE] = "SUBSCRIBE",
+        [PROTO_MSG_PROFILE_DATA] = "PROFILE_DATA",
 };
 
 const char *proto_msg_type_name(uint32_t type) {
@@ -259,6 +260,21 @@ static const struct proto_field request_table[] = {
         FEND
 };
 
+static const struct proto_field profile_request_table[] = {
+        F("pid", U32, struct proto_request, pid, false),
+        F("format", U32, struct proto_request, format, false),
+        FEND
+};
+
+static const struct proto_field profile_data_table[] = {
+        F("pid", U32, struct proto_profile_data, pid, false),
+        F("format", U32, struct proto_profile_data, format, true),
+        F("part", U32, struct proto_profile_data, part, true),
+        F("final", BOOL, struct proto_profile_data, final, true),
+        FA("data", BIN, struct proto_profile_data, data, true, PROTO_DATA_PART_BYTES),
+        FEND
+};
+
 static const struct proto_field set_rate_table[] = {
         F("pid", U32, struct proto_request, pid, false),
         F("rate_bytes", U64, struct proto_request, value, true),
@@ -322,7 +338,8 @@ static int decode_process_stats(const msgpack_object *o, void *ret);
         F("profile_alloc_objects", U64, struct proto_process, profile_alloc_objects, false), \
         F("profile_alloc_bytes", U64, struct proto_process, profile_alloc_bytes, false),     \
         F("profile_inuse_objects", U64, struct proto_process, profile_inuse_objects, false), \
-        F("profile_inuse_bytes", U64, struct proto_process, profile_inuse_bytes, false)
+        F("profile_inuse_bytes", U64, struct proto_process, profile_inuse_bytes, false), \
+        F("exited_ns", I64, struct proto_process, exited_ns, false)
 
 static const struct proto_field process_scalar_table[] = {
         PROCESS_SCALAR_FIELDS,
@@ -438,6 +455,15 @@ static int decode_one(const msgpack_object *o, const struct proto_field *f, void
                 return 0;
         case PROTO_T_CUSTOM:
                 return f->decode ? f->decode(o, p) : -EINVAL;
+        case PROTO_T_BIN: {
+                struct proto_bin *b = p;
+
+                if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size > f->size)
+                        return -EBADMSG;
+                b->ptr = o->via.bin.ptr;
+                b->len = o->via.bin.size;
+                return 0;
+        }
         }
         return -EINVAL;
 }
@@ -643,6 +669,16 @@ static int pack_fields(msgpack_packer *pk, const struct proto_field *table, cons
                 case PROTO_T_BOOL:
                         PACK(*(const bool *) p ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
                         break;
+                case PROTO_T_BIN: {
+                        const struct proto_bin *b = p;
+
+                        if (b->len > f->size)
+                                return -EINVAL;
+                        PACK(msgpack_pack_bin(pk, b->len));
+                        if (b->len)
+                                PACK(msgpack_pack_bin_body(pk, b->ptr, b->len));
+                        break;
+                }
                 case PROTO_T_STRING: {
                         size_t l = strnlen(p, f->size);
 
@@ -834,9 +870,10 @@ int proto_pack_event(msgpack_packer *pk, uint64_t id, const struct proto_event *
 
 int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const struct proto_request *q) {
         switch (type) {
+        case PROTO_MSG_PROFILE_REQUEST:
+                return pack_table_msg_sparse(pk, type, id, profile_request_table, q);
         case PROTO_MSG_GC_REQUEST:
         case PROTO_MSG_SCAVENGE_REQUEST:
-        case PROTO_MSG_PROFILE_REQUEST:
         case PROTO_MSG_STATUS_REQUEST:
         case PROTO_MSG_SUBSCRIBE:
                 return pack_table_msg_sparse(pk, type, id, request_table, q);
@@ -850,6 +887,10 @@ int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const str
 
 int proto_pack_gc_result(msgpack_packer *pk, uint64_t id, const struct proto_gc_result *g) {
         return pack_table_msg(pk, PROTO_MSG_GC_RESULT, id, gc_result_table, g);
+}
+
+int proto_pack_profile_data(msgpack_packer *pk, uint64_t id, const struct proto_profile_data *d) {
+        return pack_table_msg_sparse(pk, PROTO_MSG_PROFILE_DATA, id, profile_data_table, d);
 }
 
 int proto_pack_scavenge_result(msgpack_packer *pk, uint64_t id, const struct proto_scavenge_result *s) {
@@ -1021,9 +1062,12 @@ int proto_decode_event(const struct proto_msg *m, struct proto_event *ret) {
 int proto_decode_request(const struct proto_msg *m, struct proto_request *ret) {
         *ret = (struct proto_request) {};
         switch (m->type) {
+        case PROTO_MSG_PROFILE_REQUEST: {
+                int r = proto_decode(m->body, profile_request_table, ret);
+                return r < 0 ? r : ret->format > PROTO_PROFILE_FORMAT_MAX ? -EBADMSG : 0;
+        }
         case PROTO_MSG_GC_REQUEST:
         case PROTO_MSG_SCAVENGE_REQUEST:
-        case PROTO_MSG_PROFILE_REQUEST:
         case PROTO_MSG_STATUS_REQUEST:
         case PROTO_MSG_SUBSCRIBE:
                 return proto_decode(m->body, request_table, ret);
@@ -1033,6 +1077,14 @@ int proto_decode_request(const struct proto_msg *m, struct proto_request *ret) {
                 return proto_decode(m->body, set_limit_table, ret);
         }
         return -EBADMSG;
+}
+
+int proto_decode_profile_data(const struct proto_msg *m, struct proto_profile_data *ret) {
+        int r;
+
+        *ret = (struct proto_profile_data) {};
+        r = proto_decode(m->body, profile_data_table, ret);
+        return r < 0 ? r : ret->format > PROTO_PROFILE_FORMAT_MAX ? -EBADMSG : 0;
 }
 
 int proto_decode_gc_result(const struct proto_msg *m, struct proto_gc_result *ret) {

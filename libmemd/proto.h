@@ -64,6 +64,7 @@ enum proto_msg_type {
         PROTO_MSG_PROFILE_DELTA = 18,    /* A -> D while connected */
         PROTO_MSG_MAPPINGS = 19,         /* A -> D with each snapshot; D -> C */
         PROTO_MSG_EVENT = 20,            /* A -> D each gc/scvg cycle; D -> C (trace) */
+        PROTO_MSG_PROFILE_DATA = 21,     /* D -> C: a formatted profile, in parts (PROFILE_REQUEST with a format) */
 
         PROTO_MSG_GC_REQUEST = 32,       /* C -> D (pid), D -> A */
         PROTO_MSG_GC_RESULT = 33,
@@ -94,6 +95,13 @@ enum proto_type {
         PROTO_T_ARRAY,     /* struct proto_array view; <= size entries */
         PROTO_T_MAP,       /* const msgpack_object * view of a map */
         PROTO_T_CUSTOM,    /* decode(o, out + offset) */
+        PROTO_T_BIN,       /* struct proto_bin view; bin of <= size bytes */
+};
+
+/* A decoded bin: points into the message, valid while the proto_msg is. */
+struct proto_bin {
+        const void *ptr;
+        uint32_t len;
 };
 
 /* A decoded array: points into the message, valid while the proto_msg is. */
@@ -226,9 +234,30 @@ struct proto_event {
 /* GC_REQUEST, SCAVENGE_REQUEST, PROFILE_REQUEST, SET_*, STATUS_REQUEST,
  * SUBSCRIBE.  pid is required from control clients (the daemon checks it,
  * since the table cannot know the role) and absent towards agents. */
+/* PROFILE_REQUEST "format": what memd answers with. */
+enum proto_profile_format {
+        PROTO_PROFILE_RAW = 0,     /* MAPPINGS + PROFILE_SNAPSHOT parts: the stacks as addresses */
+        PROTO_PROFILE_PPROF = 1,   /* PROFILE_DATA: gzipped profile.proto, symbolized by memd */
+        PROTO_PROFILE_TEXT = 2,    /* PROFILE_DATA: Go's debug=1 heap text */
+        PROTO_PROFILE_FOLDED = 3,  /* PROFILE_DATA: "f1;f2;f3 inuse_bytes" (root first) */
+        PROTO_PROFILE_SAMPLES = 4, /* PROFILE_DATA: "ao ab io ib<TAB>leaf;caller;..." per stack, for memctl top */
+        PROTO_PROFILE_FORMAT_MAX = 4,
+};
+
 struct proto_request {
         uint32_t pid;           /* optional: target process, 0 = none/all */
         uint64_t value;         /* SET_RATE: rate_bytes; SET_MEMORY_LIMIT: limit_bytes (0 = none) */
+        uint32_t format;        /* PROFILE_REQUEST: enum proto_profile_format, optional (0) */
+};
+
+/* PROFILE_DATA: one part of a formatted profile. */
+#define PROTO_DATA_PART_BYTES (1u << 20)
+struct proto_profile_data {
+        uint32_t pid;           /* optional */
+        uint32_t format;        /* required: enum proto_profile_format */
+        uint32_t part;          /* required: 0-based */
+        bool final;             /* required: the last part */
+        struct proto_bin data;  /* required: <= PROTO_DATA_PART_BYTES */
 };
 
 struct proto_gc_result {
@@ -268,6 +297,7 @@ struct proto_process {
         /* optional: memd's copy of the profile: buckets and rounded estimates */
         uint64_t profile_buckets, profile_alloc_objects, profile_alloc_bytes;
         uint64_t profile_inuse_objects, profile_inuse_bytes;
+        int64_t exited_ns;      /* optional: when the process exited (memd keeps its last state), 0 = alive */
         struct memd_memstats stats;     /* optional map "memstats", every field required inside but the pauses */
         bool has_stats;
         bool has_pauses;        /* PauseNs/PauseEnd in "memstats": memd sends them for one PID only */
@@ -305,6 +335,7 @@ int proto_pack_event(msgpack_packer *pk, uint64_t id, const struct proto_event *
 /* type: one of the *_REQUEST types, SET_RATE, SET_MEMORY_LIMIT or SUBSCRIBE. */
 int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const struct proto_request *q);
 int proto_pack_gc_result(msgpack_packer *pk, uint64_t id, const struct proto_gc_result *g);
+int proto_pack_profile_data(msgpack_packer *pk, uint64_t id, const struct proto_profile_data *d);
 int proto_pack_scavenge_result(msgpack_packer *pk, uint64_t id, const struct proto_scavenge_result *s);
 int proto_pack_status_reply(msgpack_packer *pk, uint64_t id, const struct proto_process *p, size_t n);
 /* The same, one process at a time: the header for n processes, then n
@@ -367,6 +398,7 @@ int proto_decode_event(const struct proto_msg *m, struct proto_event *ret);
 int proto_decode_event_object(const msgpack_object *o, struct proto_event *ret);
 int proto_decode_request(const struct proto_msg *m, struct proto_request *ret);
 int proto_decode_gc_result(const struct proto_msg *m, struct proto_gc_result *ret);
+int proto_decode_profile_data(const struct proto_msg *m, struct proto_profile_data *ret);
 int proto_decode_scavenge_result(const struct proto_msg *m, struct proto_scavenge_result *ret);
 /* Validates every process (and its events). */
 int proto_decode_status_reply(const struct proto_msg *m, struct proto_status_reply *ret);

@@ -102,6 +102,11 @@ struct process {
         struct event *events;   /* ring of EVENT_HISTORY, allocated on the first */
         uint64_t n_events;      /* ever received */
         int64_t last_gc_ns, last_scvg_ns;
+        /* Without a connection: the process exited (kept for post-mortem
+         * profiles until the timer fires), or its agent went away and may
+         * come back (a reconnect, an exec) within CONN_GRACE_S. */
+        int64_t exited_ns;      /* 0 = alive */
+        ev_timer linger;
         struct process *prev, *next;
 };
 
@@ -116,7 +121,9 @@ struct server {
         ino_t socket_ino;
         struct conn *conns;
         struct process *processes;
-        unsigned n_processes;
+        unsigned n_processes;   /* entries, exited ones included */
+        unsigned n_exited;
+        double keep_exited_s;   /* --keep-exited */
         struct pending *pending;        /* requests forwarded to agents */
         uint64_t next_agent_id;
         double request_timeout_s;
@@ -144,6 +151,11 @@ int conn_input(struct conn *c, const void *buf, size_t n);
 int registry_attach(struct server *s, struct conn *c);
 /* Drops p (logs "detach"); its connection, if any, is left to the caller. */
 void registry_detach(struct process *p, const char *why);
+/* p's connection closed: p stays (exited: for post-mortem profiles; alive:
+ * for CONN_GRACE_S, in case the agent comes back). */
+void registry_disconnected(struct process *p);
+#define CONN_GRACE_S 2.0
+#define KEEP_EXITED_S 600.0
 struct process *registry_find(struct server *s, pid_t pid);
 void registry_update_stats(struct process *p, struct proto_memstats *m);
 void registry_fill(const struct process *p, struct proto_process *ret);
@@ -164,6 +176,11 @@ int store_add(struct store *s, const struct profile_record *r);
 void store_totals(const struct store *s, struct store_totals *t);
 int mappings_set(struct mappings *m, const struct proto_mappings *in);
 void mappings_free(struct mappings *m);
+
+/* heap.c: p's profile in a PROTO_PROFILE_* format (not RAW) */
+int heap_write(const struct process *p, uint32_t format, int fd);
+/* The same into a fresh memfd, rewound; *ret_len bytes. */
+int heap_write_memfd(const struct process *p, uint32_t format, int *ret_fd, size_t *ret_len);
 
 /* forward.c: requests relayed from control clients to agents */
 #define REQUEST_TIMEOUT_S 10.0

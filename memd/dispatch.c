@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "daemon.h"
@@ -290,6 +291,44 @@ static int dispatch_forward(struct conn *c, const struct proto_msg *m) {
         return 0;
 }
 
+/* A formatted profile, written by memd from its copy, in PROFILE_DATA parts
+ * of at most PROTO_DATA_PART_BYTES. */
+static int send_formatted(struct conn *c, uint64_t id, const struct process *p, uint32_t format) {
+        struct proto_profile_data d = { .pid = (uint32_t) p->pid, .format = format };
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        size_t len, off = 0;
+        char *buf;
+        int fd, r;
+
+        r = heap_write_memfd(p, format, &fd, &len);
+        if (r < 0)
+                return reply_error(c, id, -r, "cannot write the profile");
+        buf = malloc(PROTO_DATA_PART_BYTES);
+        if (!buf) {
+                close(fd);
+                return reply_error(c, id, ENOMEM, "out of memory");
+        }
+        do {
+                size_t k = len - off < PROTO_DATA_PART_BYTES ? len - off : PROTO_DATA_PART_BYTES;
+                ssize_t got = k ? pread(fd, buf, k, (off_t) off) : 0;
+
+                if (got < 0 || (size_t) got != k) {
+                        r = reply_error(c, id, EIO, "cannot read the profile back");
+                        break;
+                }
+                d.data = (struct proto_bin) { buf, (uint32_t) k };
+                d.final = off + k == len;
+                PACK_INIT(sb, pk);
+                r = send_packed(c, &sb, proto_pack_profile_data(&pk, id, &d));
+                d.part++;
+                off += k;
+        } while (r >= 0 && off < len);
+        free(buf);
+        close(fd);
+        return r;
+}
+
 /* PROFILE_REQUEST: memd answers from its own copy (MAPPINGS, then the
  * snapshot parts, the last with final), so a stopped process still has a
  * profile. */
@@ -311,6 +350,8 @@ static int dispatch_profile_request(struct conn *c, const struct proto_msg *m) {
         p = target(c, m, &q, &r);
         if (!p)
                 return r;
+        if (q.format != PROTO_PROFILE_RAW)
+                return send_formatted(c, m->id, p, q.format);
         n = p->mappings.n;
         pm = calloc(n ? n : 1, sizeof(*pm));
         recs = calloc(PARTS_BUCKETS, sizeof(*recs));
@@ -424,11 +465,13 @@ static int dispatch_status(struct conn *c, const struct proto_msg *m) {
                 if (r >= 0)
                         r = proto_pack_process(&pk, one);
         } else {
+                /* The list is of attached processes: not the exited ones
+                 * kept for their last profile. */
                 for (struct process *x = s->processes; x; x = x->next)
-                        n += may_see(c, x);
+                        n += may_see(c, x) && !x->exited_ns;
                 r = proto_pack_status_begin(&pk, m->id, n);
                 for (struct process *x = s->processes; x && r >= 0; x = x->next)
-                        if (may_see(c, x)) {
+                        if (may_see(c, x) && !x->exited_ns) {
                                 registry_fill(x, one);
                                 r = proto_pack_process(&pk, one);
                         }

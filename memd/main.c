@@ -24,7 +24,9 @@ int64_t now_ns(void) {
 }
 
 void notify_status(struct server *s) {
-        sd_notifyf(0, "STATUS=%u process%s", s->n_processes, s->n_processes == 1 ? "" : "es");
+        unsigned n = s->n_processes - s->n_exited;
+
+        sd_notifyf(0, "STATUS=%u process%s", n, n == 1 ? "" : "es");
 }
 
 static void help(void) {
@@ -39,7 +41,9 @@ static void help(void) {
                "  --user              per-user daemon under $XDG_RUNTIME_DIR\n"
                "  --log-target T      auto (journal under systemd, else stderr), journal, stderr\n"
                "  --request-timeout S seconds a process has to answer gc/free-os-memory\n"
-               "                      (default 10)\n");
+               "                      (default 10)\n"
+               "  --keep-exited S     seconds the last profile of an exited process is kept\n"
+               "                      for memctl heap (default 600)\n");
 }
 
 /* SIGHUP reloads the configuration (SPEC §4); there is none to read until
@@ -68,7 +72,7 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents) {
 }
 
 int main(int argc, char **argv) {
-        enum { ARG_SOCKET = 0x100, ARG_CONFIG_DIR, ARG_USER, ARG_LOG_TARGET, ARG_REQUEST_TIMEOUT };
+        enum { ARG_SOCKET = 0x100, ARG_CONFIG_DIR, ARG_USER, ARG_LOG_TARGET, ARG_REQUEST_TIMEOUT, ARG_KEEP_EXITED };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -77,13 +81,14 @@ int main(int argc, char **argv) {
                 { "user", no_argument, NULL, ARG_USER },
                 { "log-target", required_argument, NULL, ARG_LOG_TARGET },
                 { "request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT },
+                { "keep-exited", required_argument, NULL, ARG_KEEP_EXITED },
                 {}
         };
         enum log_target target = LOG_TARGET_AUTO;
         const char *socket_path = NULL;
         char user_path[4096];
         bool user = false;
-        struct server s = { .listen_fd = -1, .request_timeout_s = REQUEST_TIMEOUT_S };
+        struct server s = { .listen_fd = -1, .request_timeout_s = REQUEST_TIMEOUT_S, .keep_exited_s = KEEP_EXITED_S };
         struct rlimit nofile;
         struct ev_loop *loop;
         ev_signal sigterm, sigint, sighup;
@@ -129,6 +134,16 @@ int main(int argc, char **argv) {
                                 return 2;
                         }
                         s.request_timeout_s = t;
+                        break;
+                }
+                case ARG_KEEP_EXITED: {
+                        char *end;
+                        double t = strtod(optarg, &end);
+                        if (end == optarg || *end || !(t >= 0 && t <= 7 * 86400)) {
+                                fprintf(stderr, "memd: --keep-exited: expected seconds in [0, 604800], not '%s'\n", optarg);
+                                return 2;
+                        }
+                        s.keep_exited_s = t;
                         break;
                 }
                 default:

@@ -33,18 +33,58 @@ static void read_comm(pid_t pid, char *buf, size_t size) {
         buf[strcspn(buf, "\n")] = '\0';
 }
 
-static void process_exited(struct ev_loop *loop, ev_io *w, int revents) {
+static void process_drop(struct process *p);
+
+static void linger_done(struct ev_loop *loop, ev_timer *w, int revents) {
         struct process *p = w->data;
-        struct conn *c = p->conn;
 
         (void) loop;
+        (void) revents;
+        if (p->exited_ns)
+                process_drop(p); /* detach was logged at the exit */
+        else
+                registry_detach(p, "its agent went away");
+}
+
+/* The process is gone: its entry and last profile stay keep_exited_s. */
+static void process_exited(struct ev_loop *loop, ev_io *w, int revents) {
+        struct process *p = w->data;
+        struct server *s = p->server;
+        struct conn *c = p->conn;
+
         (void) revents;
         if (c) {
                 c->process = NULL;
                 p->conn = NULL;
                 conn_free(c);
         }
-        registry_detach(p, "process exited");
+        log_event("detach", p, "detach pid %d (%s): process exited; its last profile is kept %g s", (int) p->pid,
+                  p->comm, s->keep_exited_s);
+        forward_process_gone(p);
+        ev_io_stop(loop, &p->pidfd_io);
+        close(p->pidfd);
+        p->pidfd = -1;
+        p->exited_ns = now_ns();
+        s->n_exited++;
+        ev_timer_stop(loop, &p->linger);
+        ev_timer_set(&p->linger, s->keep_exited_s, 0.);
+        ev_timer_start(loop, &p->linger);
+        notify_status(s);
+}
+
+void registry_disconnected(struct process *p) {
+        struct server *s = p->server;
+
+        p->conn = NULL;
+        forward_process_gone(p);
+        if (p->pidfd < 0) {
+                /* No pidfd: exit is known by EOF only. */
+                registry_detach(p, "connection closed");
+                return;
+        }
+        ev_timer_stop(s->loop, &p->linger);
+        ev_timer_set(&p->linger, CONN_GRACE_S, 0.);
+        ev_timer_start(s->loop, &p->linger);
 }
 
 struct process *registry_find(struct server *s, pid_t pid) {
@@ -59,11 +99,17 @@ int registry_attach(struct server *s, struct conn *c) {
         char *unit = NULL;
         int fd;
 
+        if (p && p->exited_ns) {
+                /* The pid was reused: the old process's profile goes. */
+                process_drop(p);
+                p = NULL;
+        }
         if (p) {
                 /* A reconnect (or a second agent thread) of the same process:
                  * the newest connection wins. */
                 struct conn *old = p->conn;
 
+                ev_timer_stop(s->loop, &p->linger);
                 if (old) {
                         old->process = NULL;
                         conn_free(old);
@@ -94,6 +140,8 @@ int registry_attach(struct server *s, struct conn *c) {
         p->pidfd = fd;
         p->attached_ns = now_ns();
         store_init(&p->profile);
+        ev_timer_init(&p->linger, linger_done, CONN_GRACE_S, 0.);
+        p->linger.data = p;
         read_comm(p->pid, p->comm, sizeof p->comm);
         if (sd_pid_get_unit(p->pid, &unit) >= 0 && unit) {
                 snprintf(p->unit, sizeof p->unit, "%s", unit);
@@ -120,6 +168,9 @@ int registry_attach(struct server *s, struct conn *c) {
 static void process_free(struct process *p) {
         struct server *s = p->server;
 
+        ev_timer_stop(s->loop, &p->linger);
+        if (p->exited_ns)
+                s->n_exited--;
         if (p->pidfd >= 0) {
                 ev_io_stop(s->loop, &p->pidfd_io);
                 close(p->pidfd);
@@ -138,6 +189,14 @@ static void process_free(struct process *p) {
                         free(p->events[i].text);
         free(p->events);
         free(p);
+}
+
+/* Frees an entry without logging (an exited one: its detach was logged). */
+static void process_drop(struct process *p) {
+        struct server *s = p->server;
+
+        process_free(p);
+        notify_status(s);
 }
 
 void registry_detach(struct process *p, const char *why) {
@@ -170,6 +229,7 @@ void registry_fill(const struct process *p, struct proto_process *ret) {
         snprintf(ret->comm, sizeof ret->comm, "%s", p->comm);
         snprintf(ret->unit, sizeof ret->unit, "%s", p->unit);
         ret->attached_ns = p->attached_ns;
+        ret->exited_ns = p->exited_ns;
         ret->stats_time_ns = p->has_stats ? p->stats_time_ns : 0;
         ret->has_stats = p->has_stats;
         if (p->has_stats) {

@@ -194,10 +194,8 @@ void conn_free(struct conn *c) {
         if (!c)
                 return;
         forward_conn_gone(c);
-        if (c->process) {
-                c->process->conn = NULL;
-                registry_detach(c->process, "connection closed");
-        }
+        if (c->process)
+                registry_disconnected(c->process);
         ev_io_stop(c->server->loop, &c->io);
         close(c->fd);
         proto_msg_done(&c->msg);
