@@ -834,7 +834,7 @@ static void spawn(unsigned delay_ms) {
         pthread_attr_t attr;
         pthread_t th;
         sigset_t all, old;
-        int fd;
+        int fd, r;
 
         if (!strcmp(memd_config.socket_path, "off"))
                 return;
@@ -848,7 +848,12 @@ static void spawn(unsigned delay_ms) {
         /* Signals stay the application's business. */
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        if (pthread_create(&th, &attr, agent_main, (void *) (uintptr_t) delay_ms) == 0)
+        /* The thread's TLS and stack bookkeeping are libmemd's own memory:
+         * counted, never sampled (a sample would show libmemd's frames). */
+        memd_thread.guard++;
+        r = pthread_create(&th, &attr, agent_main, (void *) (uintptr_t) delay_ms);
+        memd_thread.guard--;
+        if (r == 0)
                 atomic_store(&agent_running, true);
         else
                 memd_warn("cannot start the thread that reports to memd; not reporting");

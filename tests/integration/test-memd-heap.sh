@@ -1,0 +1,77 @@
+#!/bin/bash
+# test-memd-heap.sh - memctl heap: memd's copy of a live process's profile in every format, read by go tool pprof; exact at MEMD_PROFILE_RATE=1 through the daemon; still there after kill -9.
+. "$(dirname "$0")/common.sh"
+. "$(dirname "$0")/daemon.sh"
+need_prog callsites
+command -v python3 >/dev/null || skip "python3 is needed for check_profile.py"
+command -v go >/dev/null || skip "go (golang-go) is needed: go tool pprof reads the profiles"
+
+"$MEMD" --socket "$sock" --log-target stderr --keep-exited 60 2>"$tmp/memd.log" &
+memd_pid=$!
+wait_socket memd
+export MEMD_SOCKET=$sock
+
+note "callsites at MEMD_PROFILE_RATE=1, waiting"
+MEMD_PROFILE_RATE=1 LD_PRELOAD=$LIBMEMD "$PROGS/callsites" -s 2 -t 2 -o "$tmp/truth" -w >"$tmp/cs.out" 2>"$tmp/cs.err" &
+cs=$!
+agent_pid=$cs
+for _ in $(seq 200); do grep -q '^waiting' "$tmp/cs.out" && break; sleep 0.05; done
+grep -q '^waiting' "$tmp/cs.out" || fail "callsites did not get to waiting: $(cat "$tmp/cs.err")"
+sleep 2.5 # its last delta is in memd
+
+note "memctl heap -o FILE: pprof protobuf, exact per call site (check_profile.py reads it with go tool pprof -raw)"
+ctl heap "$cs" -o "$tmp/heap.pb.gz" 2>"$tmp/heap.err" || bad "memctl heap -o failed: $(cat "$tmp/heap.err")"
+grep -q "written to $tmp/heap.pb.gz" "$tmp/heap.err" || bad "memctl heap did not say where it wrote"
+python3 "$CHECK_PROFILE" --truth "$tmp/truth" --rate 1 --mode exact "$tmp/heap.pb.gz" >"$tmp/check.out" 2>&1 ||
+        bad "the profile through memd is not exact: $(tail -20 "$tmp/check.out")"
+go tool pprof -top -sample_index=inuse_space "$tmp/heap.pb.gz" >"$tmp/top.txt" 2>&1 ||
+        bad "go tool pprof -top failed: $(cat "$tmp/top.txt")"
+grep -Eq ' site_keep_64k$' "$tmp/top.txt" || bad "pprof -top shows no site_keep_64k: $(cat "$tmp/top.txt")"
+
+note "--format text (Go's debug=1): the header equals memd's totals, pprof reads it"
+ctl heap "$cs" --format text >"$tmp/heap.txt" || bad "memctl heap --format text failed"
+ctl heap "$cs" --debug=1 >"$tmp/heap1.txt" || bad "memctl heap --debug=1 failed"
+cmp -s "$tmp/heap.txt" "$tmp/heap1.txt" || bad "--debug=1 and --format text differ"
+head -1 "$tmp/heap.txt" | grep -Eq '^heap profile: [0-9]+: [0-9]+ \[[0-9]+: [0-9]+\] @ heap/2$' ||
+        bad "text header: $(head -1 "$tmp/heap.txt")"
+grep -q '^MAPPED_LIBRARIES:' "$tmp/heap.txt" || bad "text profile has no MAPPED_LIBRARIES section"
+grep -q '^# HeapAlloc = ' "$tmp/heap.txt" || bad "text profile has no MemStats trailer"
+totals=$(ctl --json status "$cs" | python3 -c 'import json,sys; p=json.load(sys.stdin)["profile"]; print(p["inuse_objects"], p["inuse_bytes"], p["alloc_objects"], p["alloc_bytes"])')
+want=$(head -1 "$tmp/heap.txt" | sed -E 's/^heap profile: ([0-9]+): ([0-9]+) \[([0-9]+): ([0-9]+)\].*/\1 \2 \3 \4/')
+[ "$totals" = "$want" ] || bad "text header says $want, memd's totals $totals"
+go tool pprof -top "$tmp/heap.txt" >"$tmp/top-text.txt" 2>&1 || bad "go tool pprof cannot read the text profile: $(head -5 "$tmp/top-text.txt")"
+
+note "--format folded: one line per stack, the values sum to the in-use bytes"
+ctl heap "$cs" --format folded >"$tmp/heap.folded" || bad "memctl heap --format folded failed"
+sum=$(awk '{ s += $NF } END { print s }' "$tmp/heap.folded")
+inuse=$(echo "$totals" | cut -d' ' -f2)
+[ "$sum" = "$inuse" ] || bad "folded values sum to $sum, in-use bytes are $inuse"
+grep -Evq '^[^ ]+ [0-9]+$' "$tmp/heap.folded" && bad "a folded line is not 'frames value': $(grep -Ev '^[^ ]+ [0-9]+$' "$tmp/heap.folded" | head -2)"
+
+note "bad options are usage errors; an unattached pid is an error and leaves no file"
+r=0; ctl heap "$cs" --format yaml >/dev/null 2>"$tmp/err" || r=$?
+[ "$r" -eq 2 ] || bad "--format yaml exited $r, want 2"
+r=0; ctl heap 1 -o "$tmp/none.pb.gz" 2>"$tmp/err" || r=$?
+[ "$r" -eq 1 ] && grep -q 'not attached' "$tmp/err" || bad "heap of an unattached pid: exit $r, $(cat "$tmp/err")"
+[ ! -e "$tmp/none.pb.gz" ] || bad "a failed memctl heap left its output file"
+
+note "kill -9: the process leaves the list, its last profile stays"
+kill -KILL "$cs"
+wait "$cs" 2>/dev/null || true
+agent_pid=
+for _ in $(seq 40); do
+        ctl status >"$tmp/status"
+        grep -Eq "^ *$cs " "$tmp/status" || break
+        sleep 0.05
+done
+! grep -Eq "^ *$cs " "$tmp/status" || bad "a killed process is still listed"
+ctl status "$cs" >"$tmp/one" 2>&1 || bad "status of the exited process failed: $(cat "$tmp/one")"
+grep -q '^Exited:' "$tmp/one" || bad "status PID does not say it exited"
+ctl heap "$cs" -o "$tmp/after.pb.gz" 2>/dev/null || bad "memctl heap after kill -9 failed"
+python3 "$CHECK_PROFILE" --truth "$tmp/truth" --rate 1 --mode exact "$tmp/after.pb.gz" >"$tmp/check2.out" 2>&1 ||
+        bad "the post-mortem profile is not exact: $(tail -20 "$tmp/check2.out")"
+r=0; ctl gc "$cs" >/dev/null 2>"$tmp/err" || r=$?
+[ "$r" -eq 1 ] || bad "gc of an exited process exited $r, want 1"
+
+stop_memd
+finish
