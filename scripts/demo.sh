@@ -66,6 +66,11 @@ echo
 echo "\$ go tool pprof -top -sample_index=inuse_space python.pb.gz"
 go tool pprof -top -nodecount=12 -sample_index=inuse_space "$tmp/python.pb.gz" 2>/dev/null
 
+echo
+echo "\$ memctl heap $py -o memd-heap.pb.gz && go tool pprof -top -nodecount=8 memd-heap.pb.gz   (memd's copy, no help from the process)"
+memctl heap "$py" -o "$tmp/memd-heap.pb.gz"
+go tool pprof -top -nodecount=8 "$tmp/memd-heap.pb.gz" 2>/dev/null | tail -n +6
+
 say "2. memctl trace follows the events; memctl gc and memctl free-os-memory act on the process from outside"
 memctl trace >"$tmp/trace.out" 2>/dev/null &
 pids+=($!)
