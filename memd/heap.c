@@ -63,10 +63,20 @@ static int64_t rounded(double x) {
         return x > 0 ? (int64_t) llround(x) : 0;
 }
 
-/* "ao ab io ib<TAB>leaf;caller;...": the scaled estimates of each stack,
- * frames leaf first, as memctl top reads them.  A frame memd cannot name is
- * its address. */
-static int write_samples(int fd, const struct profile *prof) {
+/* The mapping holding pc, or NULL. */
+static const struct mapping *mapping_of(const struct process *p, uintptr_t pc) {
+        for (size_t i = 0; i < p->mappings.n; i++)
+                if (pc >= p->mappings.v[i].start && pc < p->mappings.v[i].limit)
+                        return &p->mappings.v[i];
+        return NULL;
+}
+
+/* One line per stack: "ao ab io ib", then a tab and one frame per tab-
+ * separated field, leaf first: "f:NAME" a function, "i:NAME" a function
+ * inlined into the next frame, "m:PATH" an address without a name in the
+ * mapping of PATH, "u:" an address in no mapping.  The four figures are the
+ * rounded estimates (docs/protocol.md, PROFILE_REQUEST format 4). */
+static int write_samples(int fd, const struct process *p, const struct profile *prof) {
         FILE *f = fdopen(dup(fd), "w");
         int r = 0;
 
@@ -78,17 +88,20 @@ static int write_samples(int fd, const struct profile *prof) {
                 int64_t io = rounded(x->alloc_objects_est - x->free_objects_est);
                 int64_t ib = rounded(x->alloc_bytes_est - x->free_bytes_est);
 
-                fprintf(f, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\t", ao, ab, io, ib);
+                fprintf(f, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, ao, ab, io, ib);
                 for (uint32_t k = 0; k < x->depth; k++) {
                         char name[512], where[512];
                         uintptr_t pc = x->pcs[k] - 1; /* the call, not the return address */
+                        const struct mapping *m;
 
                         if (prof->symbolize && prof->symbolize(pc, name, sizeof name, where, sizeof where,
                                                                prof->symbolize_ctx) == 0) {
                                 name[strcspn(name, "+")] = 0; /* "func+0xOFF" -> "func" */
-                                fprintf(f, "%s%s", k ? ";" : "", name);
-                        } else
-                                fprintf(f, "%s0x%" PRIxPTR, k ? ";" : "", pc);
+                                fprintf(f, "\tf:%s", name);
+                        } else if ((m = mapping_of(p, pc)))
+                                fprintf(f, "\tm:%s", m->path);
+                        else
+                                fprintf(f, "\tu:");
                 }
                 fputc('\n', f);
         }
@@ -140,7 +153,7 @@ int heap_write(const struct process *p, uint32_t format, int fd) {
                 r = profile_write_folded(fd, &prof);
                 break;
         case PROTO_PROFILE_SAMPLES:
-                r = write_samples(fd, &prof);
+                r = write_samples(fd, p, &prof);
                 break;
         default:
                 r = -EINVAL;
