@@ -82,6 +82,14 @@ static const struct top_sample case_small[] = {
         S(1, 10, 1, 3, F("few"), F("other"), F("main")),
 };
 
+/* Percentages under 1% (pprof's %g) and one that rounds to 100%. */
+static const struct top_sample case_percent[] = {
+        S(1, 99899, 1, 99299, F("most"), F("main")),
+        S(1, 600, 1, 600, F("more"), F("main")),
+        S(1, 98, 1, 98, F("some"), F("main")),
+        S(1, 3, 1, 3, F("least"), F("main")),
+};
+
 /* Inlined frames: a function only ever inlined is "(inline)", one both
  * inlined and called "(partial-inline)". */
 static const struct top_sample case_inline[] = {
@@ -129,7 +137,7 @@ struct top_case {
 #define CASE(c) { #c, c, sizeof(c) / sizeof(c[0]) }
 static const struct top_case top_cases[] = {
         CASE(case_ties), CASE(case_recursion), CASE(case_negative), CASE(case_dropping),
-        CASE(case_big), CASE(case_small), CASE(case_inline), CASE(case_names),
+        CASE(case_big), CASE(case_small), CASE(case_percent), CASE(case_inline), CASE(case_names),
         CASE(case_empty_stack), CASE(case_all_zero),
 };
 #undef CASE
