@@ -163,18 +163,21 @@ static void remove_matching(char *name, char start, char end) {
 /* pprof demangles what its demangler takes (C++ "_Z...", Rust "_R...") and
  * simplifies names that look demangled already: "ns::f(int)" -> "ns::f",
  * "v<int>::push" -> "v::push".  Mangled names stay as they are here (a known
- * difference, docs/top.md).  Returns a malloc'd copy. */
+ * difference, docs/top.md). */
+static bool pprof_simplifies(const char *s) {
+        if (strstr(s, ".<") || strstr(s, "]).")) /* Java's class.<init>, Go's (*T[...]).M */
+                return false;
+        return strpbrk(s, "<>[]") || strstr(s, "::");
+}
+
+/* The simplified name, malloc'd. */
 static char *pprof_name(const char *name) {
         char *s = strdup(name);
 
         if (!s)
                 return NULL;
-        if (strstr(s, ".<") || strstr(s, "]).")) /* Java's class.<init>, Go's (*T[...]).M */
-                return s;
-        if (strpbrk(s, "<>[]") || strstr(s, "::")) {
-                remove_matching(s, '(', ')');
-                remove_matching(s, '<', '>');
-        }
+        remove_matching(s, '(', ')');
+        remove_matching(s, '<', '>');
         return s;
 }
 
@@ -232,6 +235,7 @@ struct top {
         size_t n_edges, cap_edges;
         uint32_t *edge_slots;
         size_t edge_mask;
+        bool any_inline;        /* else no edge can make a label: none are kept */
         uint64_t stamp;
         uint32_t *graph;        /* the graph's nodes (ids), in display order once sorted */
         size_t n_graph;
@@ -250,29 +254,55 @@ static uint64_t mix(uint64_t x) {
         return x;
 }
 
-static size_t pow2_at_least(size_t n) {
-        size_t p = 16;
-        while (p < n)
-                p <<= 1;
-        return p;
+static uint64_t node_hash(const char *name, const char *objfile) {
+        return hash_str(hash_str(14695981039346656037u, name), objfile);
 }
 
-/* The node for (name, objfile); name already pprof's.  Takes the strings. */
-static int64_t node_intern(struct top *t, char *name, char *objfile) {
-        uint64_t h = hash_str(hash_str(14695981039346656037u, name), objfile);
-        size_t i = h & t->node_mask;
+/* Doubles the node table (and its index) when it is half full. */
+static int nodes_grow(struct top *t) {
+        size_t cap = t->cap_nodes ? t->cap_nodes * 2 : 256;
+        struct node *nodes;
+        uint32_t *slots;
 
-        for (uint32_t v; (v = t->node_slots[i]); i = (i + 1) & t->node_mask) {
-                struct node *n = &t->nodes[v - 1];
-                if (strcmp(n->name, name) == 0 && strcmp(n->objfile, objfile) == 0) {
-                        free(name);
-                        free(objfile);
-                        return v - 1;
-                }
+        if (cap > UINT32_MAX / 2)
+                return -E2BIG;
+        nodes = realloc(t->nodes, cap * sizeof(*nodes));
+        if (!nodes)
+                return -ENOMEM;
+        t->nodes = nodes;
+        slots = calloc(cap * 2, sizeof(*slots));
+        if (!slots)
+                return -ENOMEM;
+        free(t->node_slots);
+        t->node_slots = slots;
+        t->node_mask = cap * 2 - 1;
+        t->cap_nodes = cap;
+        for (size_t k = 0; k < t->n_nodes; k++) {
+                size_t i = node_hash(nodes[k].name, nodes[k].objfile) & t->node_mask;
+                while (slots[i])
+                        i = (i + 1) & t->node_mask;
+                slots[i] = (uint32_t) k + 1;
         }
-        if (t->n_nodes == t->cap_nodes)
-                goto fail;              /* cannot happen: sized for every frame */
+        return 0;
+}
+
+/* The node for (name, objfile), name already pprof's: found, or added with
+ * copies of both. */
+static int64_t node_intern(struct top *t, const char *name, const char *objfile) {
+        size_t i;
         char *printable;
+
+        if (t->n_nodes == t->cap_nodes) {
+                int r = nodes_grow(t);
+                if (r < 0)
+                        return r;
+        }
+        i = node_hash(name, objfile) & t->node_mask;
+        for (uint32_t v; (v = t->node_slots[i]); i = (i + 1) & t->node_mask) {
+                const struct node *n = &t->nodes[v - 1];
+                if (strcmp(n->name, name) == 0 && strcmp(n->objfile, objfile) == 0)
+                        return v - 1;
+        }
         if (name[0])
                 printable = strdup(name);
         else if (objfile[0]) {
@@ -283,34 +313,29 @@ static int64_t node_intern(struct top *t, char *name, char *objfile) {
                         snprintf(printable, len + 3, "[%.*s]", (int) len, base);
         } else
                 printable = strdup("<unknown>");
-        if (!printable)
-                goto fail;
-        t->nodes[t->n_nodes] = (struct node) { .name = name, .objfile = objfile, .printable = printable };
+        struct node n = { .name = strdup(name), .objfile = strdup(objfile), .printable = printable };
+        if (!n.name || !n.objfile || !n.printable) {
+                free(n.name);
+                free(n.objfile);
+                free(n.printable);
+                return -ENOMEM;
+        }
+        t->nodes[t->n_nodes] = n;
         t->node_slots[i] = (uint32_t) ++t->n_nodes;
         return (int64_t) t->n_nodes - 1;
-fail:
-        free(name);
-        free(objfile);
-        return -ENOMEM;
 }
 
 static int frame_intern(struct top *t, const struct top_frame *f, uint32_t *ret) {
-        char *name, *objfile;
         int64_t id;
 
         if (f->name && f->name[0]) {
-                name = pprof_name(f->name);
-                objfile = strdup("");
-        } else {
-                name = strdup("");
-                objfile = strdup(f->objfile ? f->objfile : "");
-        }
-        if (!name || !objfile) {
+                char *name = NULL;
+                if (pprof_simplifies(f->name) && !(name = pprof_name(f->name)))
+                        return -ENOMEM;
+                id = node_intern(t, name ? name : f->name, "");
                 free(name);
-                free(objfile);
-                return -ENOMEM;
-        }
-        id = node_intern(t, name, objfile);
+        } else
+                id = node_intern(t, "", f->objfile ? f->objfile : "");
         if (id < 0)
                 return (int) id;
         *ret = (uint32_t) id;
@@ -405,7 +430,7 @@ static int graph_build(struct top *t) {
                                 n->seen = t->stamp;
                                 n->cum = add64(n->cum, w);
                         }
-                        if (parent >= 0 && (uint32_t) parent != id &&
+                        if (t->any_inline && parent >= 0 && (uint32_t) parent != id &&
                             edge_add(t, (uint32_t) parent, id, w, sm->frames[k].inlined) < 0)
                                 return -ENOMEM;
                         parent = id;
@@ -562,18 +587,19 @@ int top_print(FILE *out, const struct top_sample *samples, size_t n, const struc
         t.index = opt->sample_index;
         bytes = index_is_bytes(t.index);
 
-        t.cap_nodes = n_frames;
-        t.node_mask = pow2_at_least(n_frames * 2) - 1;
-        t.nodes = calloc(n_frames ? n_frames : 1, sizeof(*t.nodes));
-        t.graph = calloc(n_frames ? n_frames : 1, sizeof(*t.graph));
-        t.frame_node = calloc(n_frames ? n_frames : 1, sizeof(*t.frame_node));
-        t.node_slots = calloc(t.node_mask + 1, sizeof(*t.node_slots));
-        if (!t.nodes || !t.graph || !t.frame_node || !t.node_slots)
+        t.frame_node = malloc((n_frames ? n_frames : 1) * sizeof(*t.frame_node));
+        if (!t.frame_node)
                 goto done;
         for (size_t i = 0; i < n; i++)
-                for (size_t k = 0; k < samples[i].depth; k++, f++)
-                        if (frame_intern(&t, &samples[i].frames[k], &t.frame_node[f]) < 0)
+                for (size_t k = 0; k < samples[i].depth; k++, f++) {
+                        if ((r = frame_intern(&t, &samples[i].frames[k], &t.frame_node[f])) < 0)
                                 goto done;
+                        t.any_inline |= samples[i].frames[k].inlined;
+                }
+        r = -ENOMEM;
+        t.graph = malloc((t.n_nodes ? t.n_nodes : 1) * sizeof(*t.graph));
+        if (!t.graph)
+                goto done;
 
         /* computeTotal: the sum of the values' absolute values, every sample.
          * Samples without frames all have the same (empty) stack: pprof
