@@ -124,9 +124,8 @@ static const char *scaled_label(char *buf, int64_t value, bool bytes, int unit) 
 static const char *percentage(char *buf, int64_t value, int64_t total) {
         double ratio = 0;
 
-        if (total != 0) {
+        if (total != 0)
                 ratio = __builtin_fabs((double) value / (double) total) * 100;
-        }
         if (ratio >= 99.95 && ratio <= 100.05)
                 snprintf(buf, LABEL_MAX, "  100%%");
         else if (ratio >= 1.0)
@@ -226,6 +225,7 @@ struct top {
         const struct top_sample *samples;
         size_t n_samples;
         int index;
+        bool cum;               /* sort by cum */
         uint32_t *frame_node;   /* node of every frame, sample after sample */
         struct node *nodes;
         size_t n_nodes, cap_nodes;
@@ -258,7 +258,7 @@ static uint64_t node_hash(const char *name, const char *objfile) {
         return hash_str(hash_str(14695981039346656037u, name), objfile);
 }
 
-/* Doubles the node table (and its index) when it is half full. */
+/* Doubles the node table when it is full; its index stays at most half full. */
 static int nodes_grow(struct top *t) {
         size_t cap = t->cap_nodes ? t->cap_nodes * 2 : 256;
         struct node *nodes;
@@ -466,9 +466,6 @@ static void edges_trim(struct top *t, int64_t cutoff) {
 
 /* ---- order: graph.Nodes.Sort(FlatNameOrder / CumNameOrder) -------------- */
 
-static const struct top *sort_top;
-static bool sort_cum;
-
 static int cmp_abs_desc(int64_t a, int64_t b) {
         /* Go compares abs64 values as int64: MinInt64 stays the smallest. */
         int64_t x = abs64(a), y = abs64(b);
@@ -497,27 +494,26 @@ static int cmp_sprint(const struct node *l, const struct node *r) {
         return c;
 }
 
-static int node_order(const void *pa, const void *pb) {
-        const struct node *l = &sort_top->nodes[*(const uint32_t *) pa];
-        const struct node *r = &sort_top->nodes[*(const uint32_t *) pb];
+static int node_order(const void *pa, const void *pb, void *arg) {
+        const struct top *t = arg;
+        const struct node *l = &t->nodes[*(const uint32_t *) pa];
+        const struct node *r = &t->nodes[*(const uint32_t *) pb];
+        bool cum = t->cum;
         int c;
 
         if (l == r)
                 return 0;
-        if ((c = cmp_abs_desc(sort_cum ? l->cum : l->flat, sort_cum ? r->cum : r->flat)))
+        if ((c = cmp_abs_desc(cum ? l->cum : l->flat, cum ? r->cum : r->flat)))
                 return c;
         if ((c = strcmp(l->printable, r->printable)))
                 return c;
-        if ((c = cmp_abs_desc(sort_cum ? l->flat : l->cum, sort_cum ? r->flat : r->cum)))
+        if ((c = cmp_abs_desc(cum ? l->flat : l->cum, cum ? r->flat : r->cum)))
                 return c;
         return cmp_sprint(l, r);
 }
 
-static void graph_sort(struct top *t, bool cum) {
-        sort_top = t;
-        sort_cum = cum;
-        qsort(t->graph, t->n_graph, sizeof(*t->graph), node_order);
-        sort_top = NULL;
+static void graph_sort(struct top *t) {
+        qsort_r(t->graph, t->n_graph, sizeof(*t->graph), node_order, t);
 }
 
 /* ---- report.go ---------------------------------------------------------- */
@@ -564,7 +560,7 @@ int top_print(FILE *out, const struct top_sample *samples, size_t n, const struc
         static const struct top_options defaults = TOP_OPTIONS_INIT;
         struct top t = { .samples = samples, .n_samples = n };
         size_t n_frames = 0, f = 0;
-        int64_t total = 0, flat_total = 0, node_cutoff, edge_cutoff, flat_sum = 0;
+        int64_t total = 0, no_stack = 0, flat_total = 0, node_cutoff, edge_cutoff, flat_sum = 0;
         size_t dropped = 0, orig_count;
         bool bytes;
         int unit = UNIT_AUTO, r = -ENOMEM;
@@ -585,6 +581,7 @@ int top_print(FILE *out, const struct top_sample *samples, size_t n, const struc
         if (n_frames > UINT32_MAX / 2)
                 return -E2BIG;
         t.index = opt->sample_index;
+        t.cum = opt->cum;
         bytes = index_is_bytes(t.index);
 
         t.frame_node = malloc((n_frames ? n_frames : 1) * sizeof(*t.frame_node));
@@ -604,7 +601,6 @@ int top_print(FILE *out, const struct top_sample *samples, size_t n, const struc
         /* computeTotal: the sum of the values' absolute values, every sample.
          * Samples without frames all have the same (empty) stack: pprof
          * merges them into one before, so their sum counts, not each. */
-        int64_t no_stack = 0;
         for (size_t i = 0; i < n; i++)
                 if (samples[i].depth == 0)
                         no_stack = add64(no_stack, samples[i].values[t.index]);
@@ -642,20 +638,19 @@ int top_print(FILE *out, const struct top_sample *samples, size_t n, const struc
                                 t.nodes[i].kept = true;
         }
         orig_count = t.n_graph;
-        graph_sort(&t, opt->cum);
+        graph_sort(&t);
 
-        /* -nodecount: the first N in that order, rebuilt and sorted again. */
-        if (opt->node_count > 0) {
-                edges_trim(&t, edge_cutoff);
-                if ((size_t) opt->node_count < t.n_graph) {
-                        for (size_t i = 0; i < t.n_nodes; i++)
-                                t.nodes[i].kept = false;
-                        for (size_t i = 0; i < (size_t) opt->node_count; i++)
-                                t.nodes[t.graph[i]].kept = true;
-                        if (graph_build(&t) < 0)
-                                goto done;
-                        graph_sort(&t, opt->cum);
-                }
+        /* -nodecount: the first N in that order, rebuilt and sorted again.
+         * (pprof trims the edges before too: the same edges as below when
+         * nothing is rebuilt, and rebuilt edges otherwise.) */
+        if (opt->node_count > 0 && (size_t) opt->node_count < t.n_graph) {
+                for (size_t i = 0; i < t.n_nodes; i++)
+                        t.nodes[i].kept = false;
+                for (size_t i = 0; i < (size_t) opt->node_count; i++)
+                        t.nodes[t.graph[i]].kept = true;
+                if (graph_build(&t) < 0)
+                        goto done;
+                graph_sort(&t);
         }
         edges_trim(&t, edge_cutoff);
 
