@@ -1,9 +1,10 @@
 /* test-top-pprof.c - memctl top's table against `go tool pprof -top` on the same profiles.
  *
  * Each profile is written twice over: as top_print's samples and as a pprof
- * protobuf, then `go tool pprof -top -sample_index=S [-cum] [-nodecount=N]`
- * runs on the file and its lines from "Type:" on (less File:/Time: and the
- * comment) must be top_print's, byte for byte.  The protobufs come from
+ * protobuf, then `go tool pprof -top -sample_index=S [-cum]` runs on the
+ * file for every S, with pprof's defaults, with a -nodecount, and with
+ * -nodefraction=0 -edgefraction=0.04; its lines from "Type:" on (less
+ * Time:) must be top_print's, byte for byte.  The protobufs come from
  * profile.c's profile_write_pprof (what memd writes: random seeded stacks
  * through its symbolize callback) and from a small encoder here for what
  * profile.c never writes: negative values, inlined frames (several lines in
