@@ -124,6 +124,7 @@ struct server {
         unsigned n_processes;   /* entries, exited ones included */
         unsigned n_exited;
         double keep_exited_s;   /* --keep-exited */
+        double conn_grace_s;    /* CONN_GRACE_S; 0: a closed connection detaches at once */
         struct pending *pending;        /* requests forwarded to agents */
         uint64_t next_agent_id;
         double request_timeout_s;
