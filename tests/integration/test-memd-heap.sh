@@ -29,8 +29,8 @@ go tool pprof -top -sample_index=inuse_space "$tmp/heap.pb.gz" >"$tmp/top.txt" 2
 grep -Eq ' site_keep_64k$' "$tmp/top.txt" || bad "pprof -top shows no site_keep_64k: $(cat "$tmp/top.txt")"
 
 note "memctl top equals go tool pprof -top on memctl heap's profile, every sample index, flat and --cum"
-# -symbolize=none: pprof names the frames as memd wrote them (memd does not
-# symbolize yet, so both show the mappings, [callsites] and [libc.so.6]).
+# -symbolize=none: pprof takes the names memd wrote into the profile (memd
+# symbolizes with libdwfl) instead of naming the frames again itself.
 for idx in inuse_space inuse_objects alloc_space alloc_objects; do
         for cum in "" --cum; do
                 ctl top "$cs" --sample "$idx" $cum >"$tmp/mtop.txt" 2>"$tmp/mtop.err" ||
@@ -41,8 +41,13 @@ for idx in inuse_space inuse_objects alloc_space alloc_objects; do
                         bad "memctl top --sample $idx $cum differs from pprof: $(cat "$tmp/top.diff")"
         done
 done
-grep -q '^ *[0-9.]*[kMG]*B .*\[callsites\]$' "$tmp/mtop.txt" || grep -q '\[callsites\]$' "$tmp/mtop.txt" ||
-        bad "memctl top shows no [callsites] row: $(cat "$tmp/mtop.txt")"
+ctl top "$cs" >"$tmp/mtop.txt"
+for f in site_keep_64k site_keep_small site_calloc thread_site run_sites main; do
+        grep -Eq " $f\$" "$tmp/mtop.txt" || bad "memctl top names no $f: $(cat "$tmp/mtop.txt")"
+done
+ctl heap "$cs" --format text >"$tmp/named.txt"
+grep -Eq '^#'$'\t''0x[0-9a-f]+'$'\t''site_keep_64k\+0x[0-9a-f]+'$'\t''.*callsites\.c:[0-9]+$' "$tmp/named.txt" ||
+        bad "the text profile has no '#' line naming site_keep_64k with callsites.c:LINE: $(grep '^#' "$tmp/named.txt" | head -5)"
 r=0; ctl top "$cs" --sample bogus >/dev/null 2>&1 || r=$?
 [ "$r" -eq 2 ] || bad "memctl top --sample bogus exited $r, want 2"
 
