@@ -97,6 +97,18 @@ python3 "$CHECK_PROFILE" --truth "$tmp/truth" --rate 1 --mode exact "$tmp/after.
 r=0; ctl gc "$cs" >/dev/null 2>"$tmp/err" || r=$?
 [ "$r" -eq 1 ] || bad "gc of an exited process exited $r, want 1"
 
+note "MEMD_PROFILE_RATE=16K through memd: every 16 MiB site within 10% (relative SE sqrt(16K/16M) = 3%)"
+MEMD_PROFILE_RATE=16K LD_PRELOAD=$LIBMEMD "$PROGS/callsites" -s 16 -t 2 -o "$tmp/truth16" -w >"$tmp/cs16.out" 2>&1 &
+cs16=$!
+agent_pid=$cs16
+for _ in $(seq 400); do grep -q '^waiting' "$tmp/cs16.out" && break; sleep 0.05; done
+sleep 1.5
+ctl heap "$cs16" -o "$tmp/heap16.pb.gz" 2>/dev/null || bad "memctl heap at 16K failed"
+python3 "$CHECK_PROFILE" --truth "$tmp/truth16" --rate 16384 --mode tolerance --tol 0.10 --min-bytes $((16 << 20)) \
+        "$tmp/heap16.pb.gz" >"$tmp/check16.out" 2>&1 || bad "16K through memd: $(tail -12 "$tmp/check16.out")"
+kill -TERM "$cs16"; wait "$cs16" || true
+agent_pid=
+
 note "C++ (cxx, 1,500 rounds of new/delete, vector, string, map): demangled names, after it exited"
 MEMD_PROFILE_RATE=64K LD_PRELOAD=$LIBMEMD "$PROGS/cxx" 1500 >"$tmp/cxx.out" 2>&1 &
 cxx=$!
