@@ -70,6 +70,8 @@ echo
 echo "\$ memctl heap $py -o memd-heap.pb.gz && go tool pprof -top -nodecount=8 memd-heap.pb.gz   (memd's copy, no help from the process)"
 memctl heap "$py" -o "$tmp/memd-heap.pb.gz"
 go tool pprof -top -nodecount=8 "$tmp/memd-heap.pb.gz" 2>/dev/null | tail -n +6
+echo
+run top "$py" --cum -n 12 --sample alloc_space
 
 say "2. memctl trace follows the events; memctl gc and memctl free-os-memory act on the process from outside"
 memctl trace >"$tmp/trace.out" 2>/dev/null &
