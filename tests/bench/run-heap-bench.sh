@@ -3,13 +3,15 @@
 #
 # usage: bash tests/bench/run-heap-bench.sh [--quick] [--stacks N] [--window S]
 #                                           [--calls N] [--gap MS] [--threads N]
-#                                           [--nice N]
+#                                           [--stall-us US] [--nice N]
 #
 #   --stacks N    distinct stacks in the profiled program (default 10000)
 #   --window S    the quiet window, and the no-agent baseline, in seconds (10)
 #   --calls N     memctl calls of each kind: status, each heap format, top (20)
 #   --gap MS      pause between two memctl calls (50)
 #   --threads N   application threads timing malloc/free pairs (1)
+#   --stall-us US pairs slower than this are looked at: was the thread
+#                 blocked (a voluntary switch) or preempted? (200)
 #   --nice N      run the application under `nice -n N` (e.g. -10, as root):
 #                 fewer preemptions by other processes, so the stalls left are
 #                 more likely libmemd's own (default: not reniced)
@@ -41,6 +43,7 @@ window=10
 calls=20
 gap_ms=50
 threads=1
+stall_us=200
 nice_n=
 while [ $# -gt 0 ]; do
         case $1 in
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
         --calls) calls=$2; shift ;;
         --gap) gap_ms=$2; shift ;;
         --threads) threads=$2; shift ;;
+        --stall-us) stall_us=$2; shift ;;
         --nice) nice_n=$2; shift ;;
         -h|--help) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "run-heap-bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -106,12 +110,12 @@ timed() {
 # 1. The baseline: no agent, same program, same sampling.
 echo "run-heap-bench.sh: baseline without the agent (${window}s)..." >&2
 "${renice[@]}" env LD_PRELOAD="$libmemd" MEMD_SOCKET=off MEMD_PROFILE_RATE=1 \
-        "$bench" -n "$stacks" -t "$threads" -d "$window" -l noagent >"$tmp/noagent.out"
+        "$bench" -n "$stacks" -t "$threads" -s "$stall_us" -d "$window" -l noagent >"$tmp/noagent.out"
 
 # 2. Attached to memd.
 echo "run-heap-bench.sh: attached run..." >&2
 "${renice[@]}" env LD_PRELOAD="$libmemd" MEMD_SOCKET="$sock" MEMD_PROFILE_RATE=1 \
-        "$bench" -w -n "$stacks" -t "$threads" -l quiet,status,top,heap >"$tmp/app.out" &
+        "$bench" -w -n "$stacks" -t "$threads" -s "$stall_us" -l quiet,status,top,heap >"$tmp/app.out" &
 app_pid=$!
 for _ in $(seq 600); do grep -q '^waiting' "$tmp/app.out" && break; sleep 0.1; done
 grep -q '^waiting' "$tmp/app.out" || { echo "run-heap-bench.sh: stacks-bench did not start" >&2; exit 1; }
@@ -189,15 +193,17 @@ for f in "${formats[@]}"; do
         sizes="$sizes $f=$(stat -c %s "$tmp/heap.$f" 2>/dev/null || echo 0)"
 done
 
+# What was measured: the source tree the build directory was configured from.
+src=$(sed -n 's/.*"source": *"\([^"]*\)".*/\1/p' "$build/meson-info/meson-info.json" 2>/dev/null | head -1 || true)
 echo
-echo "memctl heap/top on a process with $stacks distinct stacks: memd $(git -C "$here" describe --always --dirty 2>/dev/null || echo '?'), $(nproc) CPUs, load average $load_before before, $load_after after"
+echo "memctl heap/top on a process with $stacks distinct stacks: ${src:-?} at $(git -C "${src:-$here}" describe --always --dirty 2>/dev/null || echo '(not a git tree)'), $(nproc) CPUs, load average $load_before before, $load_after after"
 python3 - "$results" "$tmp/noagent.out" "$tmp/app.out" "$calls" "$threads" "$buckets" \
         "$(($(usec "$t_known") - $(usec "$t_ready")))" "$((memd_cpu1 - memd_cpu0))" "$(getconf CLK_TCK)" \
-        "$top_note" "${nice_n:-0}" "$sizes" <<'PY'
+        "$top_note" "${nice_n:-0}" "$sizes" "$stall_us" <<'PY'
 import sys
 
 (results, noagent, app, calls, threads, buckets, known_us, memd_ticks, hz, top_note, nice_n,
- sizes) = sys.argv[1:]
+ sizes, stall_us) = sys.argv[1:]
 calls, memd_ticks, hz = int(calls), int(memd_ticks), int(hz)
 
 def kv(line):
@@ -257,9 +263,9 @@ print("memd had all %s stacks %.2f s after the program was ready" % (buckets, in
 print()
 print("Application: one malloc(64)/free pair, us (%s thread%s, every pair sampled: 2 takes of the sample lock%s)" % (
     threads, "" if threads == "1" else "s", ", nice %s" % nice_n if nice_n != "0" else ""))
-print("%-24s %5s %9s %6s %6s %6s %7s %9s %7s %8s %5s %5s %8s %5s %5s" % (
+print("%-24s %5s %9s %6s %6s %6s %7s %9s %7s %8s %5s %5s %7s %9s %5s %5s" % (
     "phase", "s", "pairs", "p50", "p99", "p99.9", "p99.99", "max", "target", "max/base", ">1ms", ">5ms",
-    "blocked", "vcs", "ivcs"))
+    "blocked", "max blkd", "vcs", "ivcs"))
 base = float(phases["noagent"]["max_us"]) if "noagent" in phases else None
 labels = [("noagent", "no agent (baseline)"), ("quiet", "agent, quiet window"),
           ("status", "agent, memctl status"), ("top", "agent, memctl top"), ("heap", "agent, memctl heap")]
@@ -269,16 +275,14 @@ for name, label in labels:
         continue
     if name == "top" and top_note:
         label += " (none)"
-    # The longest stall during which the thread blocked (a voluntary
-    # switch): waiting for the lock, not preempted.
-    blocked = [float(s["us"]) for s in stalls.get(name, []) if int(s["vcs"]) > 0]
-    print("%-24s %5.1f %9s %6s %6s %6s %7s %9s %7s %7.2fx %5s %5s %8s %5s %5s" % (
+    print("%-24s %5.1f %9s %6s %6s %6s %7s %9s %7s %7.2fx %5s %5s %7s %9s %5s %5s" % (
         label, float(d["seconds"]), d["pairs"], d["p50_us"], d["p99_us"], d["p999_us"], d["p9999_us"],
         d["max_us"], "5000", float(d["max_us"]) / base if base else float("nan"), d["over_1ms"],
-        d["over_5ms"], "%.0f" % max(blocked) if blocked else "-", d["vcs"], d["ivcs"]))
-print("max/base: max over the no-agent baseline's max.  blocked: the longest of the phase's 16 longest")
-print("stalls during which the thread switched voluntarily (it slept in a futex: it waited for the lock);")
-print("vcs/ivcs: the thread's voluntary / involuntary (preempted) context switches over the phase.")
+        d["over_5ms"], d["blocked"], d["max_blocked_us"] if d["blocked"] != "0" else "-", d["vcs"], d["ivcs"]))
+print("max/base: max over the no-agent baseline's max.  blocked / max blkd: the pairs over %s us during" % stall_us)
+print("which the thread switched voluntarily (it slept in a futex: it waited for a lock, not preempted),")
+print("and the longest of them: the pause libmemd caused.  vcs/ivcs: the thread's voluntary /")
+print("involuntary (preempted) context switches over the phase.")
 
 print()
 print("Longest stalls (us) per phase, at ms from the phase start; v = blocked, p = preempted:")
