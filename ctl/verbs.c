@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "top.h"
 
 #define REPLY_TIMEOUT_SEC 10
 
@@ -429,7 +431,7 @@ out:
 
 /* Receives a formatted profile (PROFILE_DATA parts, id) and writes it to
  * fd.  Returns 0 or an exit code, having printed why. */
-static int receive_profile(struct client *cl, uint64_t id, uint32_t pid, int fd) {
+static int receive_profile(struct client *cl, uint64_t id, uint32_t pid, int fd, FILE *mem) {
         struct proto_profile_data d;
         uint32_t part = 0;
         int r;
@@ -447,15 +449,22 @@ static int receive_profile(struct client *cl, uint64_t id, uint32_t pid, int fd)
                         fprintf(stderr, "memctl: heap: memd sent a malformed profile\n");
                         return EXIT_FAIL;
                 }
-                for (size_t off = 0; off < d.data.len;) {
-                        ssize_t n = write(fd, (const char *) d.data.ptr + off, d.data.len - off);
-                        if (n < 0) {
-                                if (errno == EINTR)
-                                        continue;
-                                fprintf(stderr, "memctl: heap: cannot write the profile: %m\n");
+                if (mem) {
+                        if (d.data.len && fwrite(d.data.ptr, 1, d.data.len, mem) != d.data.len) {
+                                fprintf(stderr, "memctl: out of memory\n");
                                 return EXIT_FAIL;
                         }
-                        off += (size_t) n;
+                } else {
+                        for (size_t off = 0; off < d.data.len;) {
+                                ssize_t n = write(fd, (const char *) d.data.ptr + off, d.data.len - off);
+                                if (n < 0) {
+                                        if (errno == EINTR)
+                                                continue;
+                                        fprintf(stderr, "memctl: heap: cannot write the profile: %m\n");
+                                        return EXIT_FAIL;
+                                }
+                                off += (size_t) n;
+                        }
                 }
                 if (d.final)
                         return 0;
@@ -528,7 +537,7 @@ static int verb_heap(struct ctl *ctl, int argc, char **argv) {
                 fprintf(stderr, "memctl: heap: cannot ask memd: %s\n", strerror(-r));
                 goto out;
         }
-        ret = receive_profile(&cl, id, q.pid, fd);
+        ret = receive_profile(&cl, id, q.pid, fd, NULL);
         if (ret == 0 && out && !ctl->json)
                 fprintf(stderr, "memctl: heap profile of process %" PRIu32 " written to %s\n", q.pid, out);
 out:
@@ -538,6 +547,156 @@ out:
         }
         if (created && ret != 0)
                 unlink(out); /* no half profile left behind */
+        client_done(&cl);
+        return ret;
+}
+
+/* The samples format (docs/protocol.md, PROFILE_REQUEST format 4) parsed
+ * for top_print: one allocation holds the text, frames and samples. */
+struct samples {
+        char *text;
+        struct top_sample *v;
+        struct top_frame *frames;
+        size_t n;
+};
+
+static void samples_free(struct samples *s) {
+        free(s->text);
+        free(s->v);
+        free(s->frames);
+}
+
+static int samples_parse(char *text, size_t len, struct samples *ret) {
+        size_t lines = 0, fields = 0, nf = 0;
+
+        *ret = (struct samples) { .text = text };
+        for (size_t i = 0; i < len; i++) {
+                lines += text[i] == '\n';
+                fields += text[i] == '\t';
+        }
+        ret->v = calloc(lines ? lines : 1, sizeof(*ret->v));
+        ret->frames = calloc(fields ? fields : 1, sizeof(*ret->frames));
+        if (!ret->v || !ret->frames)
+                return -ENOMEM;
+        for (char *line = text, *eol; line < text + len && (eol = memchr(line, '\n', (size_t) (text + len - line)));
+             line = eol + 1) {
+                struct top_sample *sm = &ret->v[ret->n];
+                char *f, *tab;
+
+                *eol = 0;
+                if (sscanf(line, "%" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64, &sm->values[0], &sm->values[1],
+                           &sm->values[2], &sm->values[3]) != 4)
+                        return -EBADMSG;
+                sm->frames = &ret->frames[nf];
+                for (f = strchr(line, '\t'); f; f = tab) {
+                        struct top_frame *fr = &ret->frames[nf];
+
+                        *f++ = 0;
+                        tab = strchr(f, '\t');
+                        if (tab)
+                                *tab = 0;
+                        if (f[0] == 0 || f[1] != ':')
+                                return -EBADMSG;
+                        if (f[0] == 'f' || f[0] == 'i') {
+                                fr->name = f + 2;
+                                fr->inlined = f[0] == 'i';
+                        } else if (f[0] == 'm')
+                                fr->objfile = f + 2;
+                        else if (f[0] != 'u')
+                                return -EBADMSG;
+                        nf++;
+                        sm->depth++;
+                }
+                ret->n++;
+        }
+        return 0;
+}
+
+/* memctl top PID [-n N] [--cum] [--sample inuse_space|inuse_objects|alloc_space|alloc_objects] */
+static int verb_top(struct ctl *ctl, int argc, char **argv) {
+        struct proto_request q = { .format = PROTO_PROFILE_SAMPLES };
+        struct top_options opt = TOP_OPTIONS_INIT;
+        struct samples sm = {};
+        struct client cl;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        char *text = NULL;
+        size_t len = 0;
+        uint64_t id;
+        FILE *mem;
+        int r, ret;
+
+        if (parse_pid(argv[0], &q.pid) < 0)
+                return EXIT_USAGE;
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i];
+                char *end;
+
+                if (!strcmp(a, "--cum"))
+                        opt.cum = true;
+                else if (!strcmp(a, "-n") && i + 1 < argc) {
+                        long n = strtol(argv[++i], &end, 10);
+                        if (*end || n <= 0 || n > INT32_MAX) {
+                                fprintf(stderr, "memctl: top: -n: expected a count > 0, not '%s'\n", argv[i]);
+                                return EXIT_USAGE;
+                        }
+                        opt.node_count = (int) n;
+                } else if ((!strcmp(a, "--sample") || !strcmp(a, "--sample_index")) && i + 1 < argc) {
+                        opt.sample_index = top_sample_index_parse(argv[++i]);
+                        if (opt.sample_index < 0) {
+                                fprintf(stderr, "memctl: top: --sample: expected inuse_space, inuse_objects, "
+                                        "alloc_space or alloc_objects, not '%s'\n", argv[i]);
+                                return EXIT_USAGE;
+                        }
+                } else {
+                        fprintf(stderr, "memctl: usage: memctl top PID [-n N] [--cum] [--sample "
+                                "inuse_space|inuse_objects|alloc_space|alloc_objects]\n");
+                        return EXIT_USAGE;
+                }
+        }
+        ret = client_open(&cl, ctl);
+        if (ret)
+                goto out;
+        ret = EXIT_FAIL;
+        mem = open_memstream(&text, &len);
+        if (!mem) {
+                fprintf(stderr, "memctl: out of memory\n");
+                goto out;
+        }
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        id = cl.next_id++;
+        r = proto_pack_request(&pk, PROTO_MSG_PROFILE_REQUEST, id, &q);
+        if (r >= 0)
+                r = client_send(&cl, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        if (r < 0) {
+                fprintf(stderr, "memctl: top: cannot ask memd: %s\n", strerror(-r));
+                fclose(mem);
+                goto out;
+        }
+        fflush(mem);
+        ret = receive_profile(&cl, id, q.pid, -1, mem);
+        if (fclose(mem) != 0 && ret == 0)
+                ret = EXIT_FAIL;
+        if (ret)
+                goto out;
+        ret = EXIT_FAIL;
+        r = samples_parse(text, len, &sm);
+        text = NULL; /* sm owns it */
+        if (r < 0) {
+                fprintf(stderr, "memctl: top: memd sent malformed samples\n");
+                goto out;
+        }
+        r = top_print(stdout, sm.v, sm.n, &opt);
+        if (r < 0) {
+                fprintf(stderr, "memctl: top: %s\n", strerror(-r));
+                goto out;
+        }
+        ret = EXIT_OK;
+out:
+        free(text);
+        samples_free(&sm);
         client_done(&cl);
         return ret;
 }
@@ -557,7 +716,7 @@ const struct verb verbs[] = {
         { "free-os-memory", 1, 1, verb_free_os_memory, "PID", "forced GC + return free memory to the OS" },
         { "gc", 1, 1, verb_gc, "PID", "forced GC cycle (the process's reclaimers)" },
         { "heap", 1, ARGS_MAX, verb_heap, "PID [-o FILE] [--format F]", "heap profile: proto (pprof, default), text, folded" },
-        { "top", 1, ARGS_MAX, verb_not_implemented, "PID [-n N] [--cum]", "pprof's top table (not implemented yet)" },
+        { "top", 1, ARGS_MAX, verb_top, "PID [-n N] [--cum] [--sample S]", "pprof's top table of its heap profile" },
         { "set", 2, ARGS_MAX, verb_not_implemented, "PID KEY=VALUE...", "runtime policy change (not implemented yet)" },
         { "trace", 0, 1, verb_trace, "[PID]", "follow gc/scvg events live" },
         {}

@@ -124,7 +124,9 @@ struct server {
         unsigned n_processes;   /* entries, exited ones included */
         unsigned n_exited;
         double keep_exited_s;   /* --keep-exited */
+        double conn_grace_s;    /* CONN_GRACE_S; 0: a closed connection detaches at once */
         struct pending *pending;        /* requests forwarded to agents */
+        struct symbolizer *symbolizer;  /* made on the first profile written (heap.c) */
         uint64_t next_agent_id;
         double request_timeout_s;
 };
@@ -181,6 +183,8 @@ void mappings_free(struct mappings *m);
 int heap_write(const struct process *p, uint32_t format, int fd);
 /* The same into a fresh memfd, rewound; *ret_len bytes. */
 int heap_write_memfd(const struct process *p, uint32_t format, int *ret_fd, size_t *ret_len);
+/* Frees the symbolizer and its caches. */
+void heap_done(struct server *s);
 
 /* forward.c: requests relayed from control clients to agents */
 #define REQUEST_TIMEOUT_S 10.0

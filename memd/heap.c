@@ -10,6 +10,37 @@
 
 #include "daemon.h"
 #include "profile.h"
+#include "symbolize.h"
+
+/* What the writers' symbolize callback needs: the process and its mappings
+ * in the symbolizer's terms. */
+struct sym_ctx {
+        struct symbolizer *sym;
+        pid_t pid;                      /* 0 once it exited: files by path */
+        struct sym_mapping *maps;
+        size_t n_maps;
+};
+
+static int sym_frames(struct sym_ctx *c, uintptr_t pc, struct sym_frame *out, size_t max) {
+        return symbolize_frames(c->sym, c->pid, c->maps, c->n_maps, pc, out, max);
+}
+
+/* profile_symbolize_fn: one frame per pc, the function the code belongs to
+ * (asked for one frame, the symbolizer gives the physical function).  The
+ * writers take one line per location: inlined frames are not written yet. */
+static int symbolize_cb(uintptr_t pc, char *name, size_t name_len, char *where, size_t where_len, void *ctx) {
+        struct sym_frame f;
+
+        if (sym_frames(ctx, pc, &f, 1) <= 0)
+                return -ENOENT;
+        sym_frame_format(&f, name, name_len, where, where_len);
+        return 0;
+}
+
+void heap_done(struct server *s) {
+        symbolizer_free(s->symbolizer);
+        s->symbolizer = NULL;
+}
 
 /* /proc/PID/maps lines for memd's copy of the mappings: what the writers
  * parse to build pprof's mapping table. */
@@ -63,32 +94,48 @@ static int64_t rounded(double x) {
         return x > 0 ? (int64_t) llround(x) : 0;
 }
 
-/* "ao ab io ib<TAB>leaf;caller;...": the scaled estimates of each stack,
- * frames leaf first, as memctl top reads them.  A frame memd cannot name is
- * its address. */
-static int write_samples(int fd, const struct profile *prof) {
-        FILE *f = fdopen(dup(fd), "w");
+/* The mapping holding pc, or NULL. */
+static const struct mapping *mapping_of(const struct process *p, uintptr_t pc) {
+        for (size_t i = 0; i < p->mappings.n; i++)
+                if (pc >= p->mappings.v[i].start && pc < p->mappings.v[i].limit)
+                        return &p->mappings.v[i];
+        return NULL;
+}
+
+/* One line per stack: "ao ab io ib", then a tab and one frame per tab-
+ * separated field, leaf first: "f:NAME" a function, "i:NAME" a function
+ * inlined into the next frame, "m:PATH" an address without a name in the
+ * mapping of PATH, "u:" an address in no mapping.  The four figures are the
+ * rounded estimates (docs/protocol.md, PROFILE_REQUEST format 4). */
+static int write_samples(int fd, const struct process *p, const struct profile *prof, struct sym_ctx *sc) {
+        struct sym_frame *frames = malloc(SYM_MAX_FRAMES * sizeof(*frames));
+        FILE *f = frames ? fdopen(dup(fd), "w") : NULL;
         int r = 0;
 
-        if (!f)
-                return -errno;
+        if (!f) {
+                free(frames);
+                return -ENOMEM;
+        }
         for (size_t i = 0; i < prof->n_records; i++) {
                 const struct profile_record *x = &prof->records[i];
                 int64_t ao = rounded(x->alloc_objects_est), ab = rounded(x->alloc_bytes_est);
                 int64_t io = rounded(x->alloc_objects_est - x->free_objects_est);
                 int64_t ib = rounded(x->alloc_bytes_est - x->free_bytes_est);
 
-                fprintf(f, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\t", ao, ab, io, ib);
+                fprintf(f, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, ao, ab, io, ib);
                 for (uint32_t k = 0; k < x->depth; k++) {
-                        char name[512], where[512];
                         uintptr_t pc = x->pcs[k] - 1; /* the call, not the return address */
+                        const struct mapping *m;
+                        /* One frame per pc, as the pprof profile memd writes has
+                         * them: memctl top and pprof -top then agree. */
+                        int n = sc ? sym_frames(sc, pc, frames, 1) : 0;
 
-                        if (prof->symbolize && prof->symbolize(pc, name, sizeof name, where, sizeof where,
-                                                               prof->symbolize_ctx) == 0) {
-                                name[strcspn(name, "+")] = 0; /* "func+0xOFF" -> "func" */
-                                fprintf(f, "%s%s", k ? ";" : "", name);
-                        } else
-                                fprintf(f, "%s0x%" PRIxPTR, k ? ";" : "", pc);
+                        if (n > 0)
+                                fprintf(f, "\tf:%s", frames[0].func);
+                        else if ((m = mapping_of(p, pc)))
+                                fprintf(f, "\tm:%s", m->path);
+                        else
+                                fprintf(f, "\tu:");
                 }
                 fputc('\n', f);
         }
@@ -96,10 +143,13 @@ static int write_samples(int fd, const struct profile *prof) {
                 r = -errno;
         if (fclose(f) != 0 && r == 0)
                 r = -errno;
+        free(frames);
         return r;
 }
 
 int heap_write(const struct process *p, uint32_t format, int fd) {
+        struct server *s = p->server;
+        struct sym_ctx sc = { .pid = p->exited_ns ? 0 : p->pid };
         struct profile prof = {};
         struct profile_record *recs;
         char *maps;
@@ -109,11 +159,25 @@ int heap_write(const struct process *p, uint32_t format, int fd) {
 
         recs = records(p);
         maps = maps_text(p, &maps_len);
-        if (!recs || !maps) {
+        sc.maps = calloc(p->mappings.n ? p->mappings.n : 1, sizeof(*sc.maps));
+        if (!recs || !maps || !sc.maps) {
                 free(recs);
                 free(maps);
+                free(sc.maps);
                 return -ENOMEM;
         }
+        for (size_t i = 0; i < p->mappings.n; i++) {
+                const struct mapping *m = &p->mappings.v[i];
+                sc.maps[i] = (struct sym_mapping) {
+                        .start = m->start, .limit = m->limit, .offset = m->offset, .path = m->path,
+                        .build_id = m->build_id_len ? m->build_id : NULL, .build_id_len = m->build_id_len,
+                };
+        }
+        sc.n_maps = p->mappings.n;
+        /* Without a symbolizer (out of memory) frames stay addresses. */
+        if (!s->symbolizer && symbolizer_new(&s->symbolizer) < 0)
+                s->symbolizer = NULL;
+        sc.sym = s->symbolizer;
         /* Build-ids are read through the process's own view of the files
          * while it lives (a container's root, a replaced binary's old
          * mapping stays out of reach: docs/memd.md). */
@@ -129,6 +193,10 @@ int heap_write(const struct process *p, uint32_t format, int fd) {
         prof.root = root;
         prof.stats = p->has_stats ? &p->stats : NULL;
         prof.time_ns = p->profile.time_ns;
+        if (sc.sym) {
+                prof.symbolize = symbolize_cb;
+                prof.symbolize_ctx = &sc;
+        }
         switch (format) {
         case PROTO_PROFILE_PPROF:
                 r = profile_write_pprof(fd, &prof);
@@ -140,13 +208,14 @@ int heap_write(const struct process *p, uint32_t format, int fd) {
                 r = profile_write_folded(fd, &prof);
                 break;
         case PROTO_PROFILE_SAMPLES:
-                r = write_samples(fd, &prof);
+                r = write_samples(fd, p, &prof, sc.sym ? &sc : NULL);
                 break;
         default:
                 r = -EINVAL;
         }
         free(recs);
         free(maps);
+        free(sc.maps);
         return r;
 }
 

@@ -88,7 +88,8 @@ int main(int argc, char **argv) {
         const char *socket_path = NULL;
         char user_path[4096];
         bool user = false;
-        struct server s = { .listen_fd = -1, .request_timeout_s = REQUEST_TIMEOUT_S, .keep_exited_s = KEEP_EXITED_S };
+        struct server s = { .listen_fd = -1, .request_timeout_s = REQUEST_TIMEOUT_S, .keep_exited_s = KEEP_EXITED_S,
+                             .conn_grace_s = CONN_GRACE_S };
         struct rlimit nofile;
         struct ev_loop *loop;
         ev_signal sigterm, sigint, sighup;

@@ -77,13 +77,13 @@ void registry_disconnected(struct process *p) {
 
         p->conn = NULL;
         forward_process_gone(p);
-        if (p->pidfd < 0) {
+        if (p->pidfd < 0 || s->conn_grace_s <= 0) {
                 /* No pidfd: exit is known by EOF only. */
                 registry_detach(p, "connection closed");
                 return;
         }
         ev_timer_stop(s->loop, &p->linger);
-        ev_timer_set(&p->linger, CONN_GRACE_S, 0.);
+        ev_timer_set(&p->linger, s->conn_grace_s, 0.);
         ev_timer_start(s->loop, &p->linger);
 }
 

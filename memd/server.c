@@ -355,6 +355,7 @@ void server_stop(struct server *s) {
                 conn_free(s->conns);
         forward_done(s);
         registry_done(s);
+        heap_done(s);
         if (s->listen_fd >= 0) {
                 ev_io_stop(s->loop, &s->listen_io);
                 close(s->listen_fd);

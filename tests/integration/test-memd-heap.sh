@@ -28,6 +28,29 @@ go tool pprof -top -sample_index=inuse_space "$tmp/heap.pb.gz" >"$tmp/top.txt" 2
         bad "go tool pprof -top failed: $(cat "$tmp/top.txt")"
 grep -Eq ' site_keep_64k$' "$tmp/top.txt" || bad "pprof -top shows no site_keep_64k: $(cat "$tmp/top.txt")"
 
+note "memctl top equals go tool pprof -top on memctl heap's profile, every sample index, flat and --cum"
+# -symbolize=none: pprof takes the names memd wrote into the profile (memd
+# symbolizes with libdwfl) instead of naming the frames again itself.
+for idx in inuse_space inuse_objects alloc_space alloc_objects; do
+        for cum in "" --cum; do
+                ctl top "$cs" --sample "$idx" $cum >"$tmp/mtop.txt" 2>"$tmp/mtop.err" ||
+                        bad "memctl top --sample $idx $cum failed: $(cat "$tmp/mtop.err")"
+                go tool pprof -symbolize=none -top -sample_index="$idx" ${cum:+-cum} "$tmp/heap.pb.gz" 2>/dev/null |
+                        sed -n '/^Type:/,$p' | grep -v '^Time: ' >"$tmp/ptop.txt"
+                diff -u "$tmp/ptop.txt" "$tmp/mtop.txt" >"$tmp/top.diff" ||
+                        bad "memctl top --sample $idx $cum differs from pprof: $(cat "$tmp/top.diff")"
+        done
+done
+ctl top "$cs" >"$tmp/mtop.txt"
+for f in site_keep_64k site_keep_small site_calloc thread_site run_sites main; do
+        grep -Eq " $f\$" "$tmp/mtop.txt" || bad "memctl top names no $f: $(cat "$tmp/mtop.txt")"
+done
+ctl heap "$cs" --format text >"$tmp/named.txt"
+grep -Eq '^#'$'\t''0x[0-9a-f]+'$'\t''site_keep_64k\+0x[0-9a-f]+'$'\t''.*callsites\.c:[0-9]+$' "$tmp/named.txt" ||
+        bad "the text profile has no '#' line naming site_keep_64k with callsites.c:LINE: $(grep '^#' "$tmp/named.txt" | head -5)"
+r=0; ctl top "$cs" --sample bogus >/dev/null 2>&1 || r=$?
+[ "$r" -eq 2 ] || bad "memctl top --sample bogus exited $r, want 2"
+
 note "--format text (Go's debug=1): the header equals memd's totals, pprof reads it"
 ctl heap "$cs" --format text >"$tmp/heap.txt" || bad "memctl heap --format text failed"
 ctl heap "$cs" --debug=1 >"$tmp/heap1.txt" || bad "memctl heap --debug=1 failed"
