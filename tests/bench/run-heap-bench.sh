@@ -15,7 +15,7 @@
 #   --nice N      run the application under `nice -n N` (e.g. -10, as root):
 #                 fewer preemptions by other processes, so the stalls left are
 #                 more likely libmemd's own (default: not reniced)
-#   --quick       --window 4 --calls 5: a smoke run, ~1 min
+#   --quick       --window 4 --calls 5: a smoke run, ~30 s
 #
 # memd runs on a private socket.  stacks-bench (stacks-bench.c) runs under
 # LD_PRELOAD=libmemd.so with MEMD_PROFILE_RATE=1: every allocation is
@@ -86,7 +86,7 @@ for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { echo "run-heap-bench.sh: memd did not start:" >&2; cat "$tmp/memd.log" >&2; exit 1; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-results=$tmp/results    # "KIND MICROSECONDS" per memctl call
+results=$tmp/results    # "KIND MICROSECONDS EXIT_CODE" per memctl call
 : >"$results"
 : >"$tmp/failures"
 gap=$(printf '%d.%03d' $((gap_ms / 1000)) $((gap_ms % 1000)))
@@ -285,7 +285,7 @@ print("and the longest of them: the pause libmemd caused.  vcs/ivcs: the thread'
 print("involuntary (preempted) context switches over the phase.")
 
 print()
-print("Longest stalls (us) per phase, at ms from the phase start; v = blocked, p = preempted:")
+print("Longest stalls (us) per phase, at ms from the phase start; v = blocked, p = preempted, no mark = neither:")
 for name, _ in labels:
     ss = stalls.get(name)
     if not ss:
@@ -300,8 +300,10 @@ if [ -s "$tmp/failures" ]; then
         echo "failed calls:"
         sort "$tmp/failures" | uniq -c | head -20
 fi
-if grep -qv -e ' attach pid' -e ' detach pid' "$tmp/memd.log"; then
+# Anything memd said besides starting and attaching is worth a look.
+quiet_log=(-e ' attach pid' -e ' detach pid' -e '^memd: listening on ' -e '^memd: memd .* ready$')
+if grep -qv "${quiet_log[@]}" "$tmp/memd.log"; then
         echo
-        echo "memd's log (other than attach/detach):"
-        grep -v -e ' attach pid' -e ' detach pid' "$tmp/memd.log" | head -20
+        echo "memd's log (other than start, attach, detach):"
+        grep -v "${quiet_log[@]}" "$tmp/memd.log" | head -20
 fi

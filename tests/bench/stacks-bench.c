@@ -8,7 +8,7 @@
  * fa and fb, one level per bit of i (the bit picks which one is called, from
  * which call site), then 0-6 levels of a third one, pad, then the leaf that
  * calls malloc: every i < 2^LEVELS has a stack of its own, 17-23 frames below
- * build_stacks.
+ * main.
  *
  * Then the measuring phase: THREADS threads each run malloc(64)/free pairs
  * in a tight loop and time each pair with clock_gettime(CLOCK_MONOTONIC)
@@ -26,7 +26,7 @@
  * involuntary one that it was preempted (another process wanted the CPU).
  * Stalls with a voluntary switch are counted apart (blocked, max_blocked_us):
  * on a shared machine preemptions set the max, and the blocked figure is the
- * pause the program's own locks caused.  The switches are those of the window
+ * pause caused by the locks the pairs take (libmemd's).  The switches are those of the window
  * since the last getrusage, so a short wait just before a preemption makes
  * it count as blocked: the figure errs high, never low.
  *
@@ -52,7 +52,7 @@
  *   phase name=S threads=T seconds=F pairs=N mean_ns=F p50_us=F p90_us=F
  *         p99_us=F p999_us=F p9999_us=F max_us=F over_1ms=N over_5ms=N
  *         over_stall=N blocked=N max_blocked_us=F vcs=N ivcs=N
- *   stall phase=S thread=I at_ms=F us=F vcs=N ivcs=N         (longest first)
+ *   stall phase=S thread=I at_ms=F us=F vcs=N ivcs=N         (up to 16, longest first)
  *   phase-started name=S                                      (-w)
  */
 
