@@ -758,6 +758,7 @@ int profile_write_pprof(int fd, const struct profile *p) {
         struct locs locs = { 0 };
         struct funcs funcs = { 0 };
         struct mapping *maps = NULL;
+        struct profile_line *lines = NULL;
         size_t n_maps = 0, total_pcs = 0;
         int64_t idx[13];
         int r;
@@ -846,10 +847,48 @@ int profile_write_pprof(int fd, const struct profile *p) {
                 pb_end(&b, PROFILE_MAPPING, s);
         }
 
+        if (p->lines) {
+                lines = malloc(PROFILE_MAX_LINES * sizeof(*lines));
+                if (!lines) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
         for (size_t i = 0; i < locs.n; i++) {
                 uintptr_t pc = call_pc(locs.pc[i]);
                 int64_t func, line;
+                int n = 0;
 
+                if (lines)
+                        n = p->lines(pc, lines, PROFILE_MAX_LINES, p->symbolize_ctx);
+                if (n > 0) {
+                        /* Inlined frames: one Line each, innermost first. */
+                        size_t s = pb_begin(&b);
+                        pb_uint64(&b, LOCATION_ID, i + 1);
+                        pb_uint64(&b, LOCATION_MAPPING_ID, mapping_find(maps, n_maps, pc));
+                        pb_uint64(&b, LOCATION_ADDRESS, pc);
+                        for (int k = 0; k < n && k < PROFILE_MAX_LINES; k++) {
+                                int64_t name_idx = strtab_add(&st, lines[k].name);
+                                int64_t file_idx = strtab_add(&st, lines[k].file);
+                                size_t l;
+
+                                if (name_idx < 0 || file_idx < 0) {
+                                        r = -ENOMEM;
+                                        goto fail;
+                                }
+                                func = funcs_intern(&funcs, name_idx, file_idx);
+                                if (func < 0) {
+                                        r = (int) func;
+                                        goto fail;
+                                }
+                                l = pb_begin(&b);
+                                pb_int64(&b, LINE_FUNCTION_ID, func);
+                                pb_int64(&b, LINE_LINE, lines[k].line);
+                                pb_end(&b, LOCATION_LINE, l);
+                        }
+                        pb_end(&b, PROFILE_LOCATION, s);
+                        continue;
+                }
                 r = location_line(p, pc, &st, &funcs, &func, &line);
                 if (r < 0)
                         goto fail;
@@ -898,6 +937,7 @@ fail:
         free(funcs.file_idx);
         free(funcs.ix.slots);
         free(maps);
+        free(lines);
         return r;
 }
 

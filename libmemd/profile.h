@@ -33,6 +33,19 @@ struct profile_record {
 typedef int (*profile_symbolize_fn)(uintptr_t pc, char *name, size_t name_len,
                                     char *where, size_t where_len, void *ctx);
 
+/* One source line of a call PC (pprof's Line): a function, its file, a line. */
+#define PROFILE_MAX_LINES 32
+struct profile_line {
+        char name[512];         /* the function, no "+0x..." */
+        char file[512];         /* "" when unknown */
+        int64_t line;           /* 0 when unknown */
+};
+
+/* Every line of pc, the innermost inlined function first and the function
+ * the code belongs to last (pprof's Location.line order).  Returns how many
+ * (<= max), 0 when nothing is known. */
+typedef int (*profile_lines_fn)(uintptr_t pc, struct profile_line *lines, int max, void *ctx);
+
 struct profile {
         const struct profile_record *records;
         size_t n_records;
@@ -44,6 +57,7 @@ struct profile {
         int64_t time_ns;                /* when the profile was taken, ns since the epoch */
         profile_symbolize_fn symbolize; /* may be NULL */
         void *symbolize_ctx;
+        profile_lines_fn lines;         /* may be NULL; the pprof writer prefers it (inlined frames) */
 };
 
 /* Each writes the whole profile to fd and returns 0 or -errno.  They may

@@ -1,6 +1,7 @@
 /* heap.c - a process's profile as memd holds it, written in the formats memctl asks for (pprof protobuf, Go's debug=1 text, folded, samples for top). */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,13 +22,40 @@ struct sym_ctx {
         size_t n_maps;
 };
 
-static int sym_frames(struct sym_ctx *c, uintptr_t pc, struct sym_frame *out, size_t max) {
-        return symbolize_frames(c->sym, c->pid, c->maps, c->n_maps, pc, out, max);
+/* SPEC §6: allocator entry frames are never leaves.  The agent drops its
+ * own and the allocator's physical frames; what can remain are allocator
+ * wrappers inlined into their caller (ld.so's calloc, inlined into
+ * _dl_allocate_tls): those lines are dropped here. */
+static bool allocator_name(const char *f) {
+        static const char *const names[] = {
+                "malloc", "calloc", "realloc", "reallocarray", "free", "posix_memalign", "aligned_alloc",
+                "memalign", "valloc", "pvalloc", "operator new", "operator new[]",
+        };
+
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                if (!strcmp(f, names[i]) || (!strncmp(f, names[i], strlen(names[i])) && f[strlen(names[i])] == '('))
+                        return true;
+        return false;
 }
 
-/* profile_symbolize_fn: one frame per pc, the function the code belongs to
- * (asked for one frame, the symbolizer gives the physical function).  The
- * writers take one line per location: inlined frames are not written yet. */
+/* The frames of pc, innermost first, without inlined allocator wrappers. */
+static int sym_frames(struct sym_ctx *c, uintptr_t pc, struct sym_frame *out, size_t max) {
+        int n = symbolize_frames(c->sym, c->pid, c->maps, c->n_maps, pc, out, max), k = 0;
+
+        for (int i = 0; i < n; i++) {
+                if (i + 1 < n && allocator_name(out[i].func))
+                        continue;
+                if (k != i)
+                        out[k] = out[i];
+                k++;
+        }
+        return n > 0 ? k : n;
+}
+
+/* profile_symbolize_fn (the text format's '#' lines, folded stacks): one
+ * frame per pc, the function the code belongs to (asked for one frame, the
+ * symbolizer gives the physical function).  pprof gets every inlined frame
+ * through lines_cb. */
 static int symbolize_cb(uintptr_t pc, char *name, size_t name_len, char *where, size_t where_len, void *ctx) {
         struct sym_frame f;
 
@@ -35,6 +63,23 @@ static int symbolize_cb(uintptr_t pc, char *name, size_t name_len, char *where, 
                 return -ENOENT;
         sym_frame_format(&f, name, name_len, where, where_len);
         return 0;
+}
+
+/* profile_lines_fn: every frame, inlined ones first (the pprof writer). */
+static int lines_cb(uintptr_t pc, struct profile_line *lines, int max, void *ctx) {
+        struct sym_frame *f = malloc(SYM_MAX_FRAMES * sizeof(*f));
+        int n;
+
+        if (!f)
+                return 0;
+        n = sym_frames(ctx, pc, f, max < SYM_MAX_FRAMES ? (size_t) max : SYM_MAX_FRAMES);
+        for (int i = 0; i < n; i++) {
+                snprintf(lines[i].name, sizeof lines[i].name, "%s", f[i].func);
+                snprintf(lines[i].file, sizeof lines[i].file, "%s", f[i].file);
+                lines[i].line = f[i].line;
+        }
+        free(f);
+        return n > 0 ? n : 0;
 }
 
 void heap_done(struct server *s) {
@@ -126,13 +171,14 @@ static int write_samples(int fd, const struct process *p, const struct profile *
                 for (uint32_t k = 0; k < x->depth; k++) {
                         uintptr_t pc = x->pcs[k] - 1; /* the call, not the return address */
                         const struct mapping *m;
-                        /* One frame per pc, as the pprof profile memd writes has
-                         * them: memctl top and pprof -top then agree. */
-                        int n = sc ? sym_frames(sc, pc, frames, 1) : 0;
+                        /* Every frame, as the pprof profile memd writes has them
+                         * (lines_cb): memctl top and pprof -top then agree. */
+                        int n = sc ? sym_frames(sc, pc, frames, SYM_MAX_FRAMES) : 0;
 
-                        if (n > 0)
-                                fprintf(f, "\tf:%s", frames[0].func);
-                        else if ((m = mapping_of(p, pc)))
+                        if (n > 0) {
+                                for (int j = 0; j < n; j++)
+                                        fprintf(f, "\t%c:%s", j + 1 < n ? 'i' : 'f', frames[j].func);
+                        } else if ((m = mapping_of(p, pc)))
                                 fprintf(f, "\tm:%s", m->path);
                         else
                                 fprintf(f, "\tu:");
@@ -195,6 +241,7 @@ int heap_write(const struct process *p, uint32_t format, int fd) {
         prof.time_ns = p->profile.time_ns;
         if (sc.sym) {
                 prof.symbolize = symbolize_cb;
+                prof.lines = lines_cb;
                 prof.symbolize_ctx = &sc;
         }
         switch (format) {

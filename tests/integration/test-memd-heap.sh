@@ -2,7 +2,8 @@
 # test-memd-heap.sh - memctl heap: memd's copy of a live process's profile in every format, read by go tool pprof; exact at MEMD_PROFILE_RATE=1 through the daemon; still there after kill -9.
 . "$(dirname "$0")/common.sh"
 . "$(dirname "$0")/daemon.sh"
-need_prog callsites
+need_prog callsites cxx
+command -v objcopy >/dev/null || skip "objcopy (binutils) is needed to strip a binary"
 command -v python3 >/dev/null || skip "python3 is needed for check_profile.py"
 command -v go >/dev/null || skip "go (golang-go) is needed: go tool pprof reads the profiles"
 
@@ -95,6 +96,55 @@ python3 "$CHECK_PROFILE" --truth "$tmp/truth" --rate 1 --mode exact "$tmp/after.
         bad "the post-mortem profile is not exact: $(tail -20 "$tmp/check2.out")"
 r=0; ctl gc "$cs" >/dev/null 2>"$tmp/err" || r=$?
 [ "$r" -eq 1 ] || bad "gc of an exited process exited $r, want 1"
+
+note "MEMD_PROFILE_RATE=16K through memd: every 16 MiB site within 10% (relative SE sqrt(16K/16M) = 3%)"
+MEMD_PROFILE_RATE=16K LD_PRELOAD=$LIBMEMD "$PROGS/callsites" -s 16 -t 2 -o "$tmp/truth16" -w >"$tmp/cs16.out" 2>&1 &
+cs16=$!
+agent_pid=$cs16
+for _ in $(seq 400); do grep -q '^waiting' "$tmp/cs16.out" && break; sleep 0.05; done
+sleep 1.5
+ctl heap "$cs16" -o "$tmp/heap16.pb.gz" 2>/dev/null || bad "memctl heap at 16K failed"
+python3 "$CHECK_PROFILE" --truth "$tmp/truth16" --rate 16384 --mode tolerance --tol 0.10 --min-bytes $((16 << 20)) \
+        "$tmp/heap16.pb.gz" >"$tmp/check16.out" 2>&1 || bad "16K through memd: $(tail -12 "$tmp/check16.out")"
+kill -TERM "$cs16"; wait "$cs16" || true
+agent_pid=
+
+note "C++ (cxx, 1,500 rounds of new/delete, vector, string, map): demangled names, after it exited"
+MEMD_PROFILE_RATE=64K LD_PRELOAD=$LIBMEMD "$PROGS/cxx" 1500 >"$tmp/cxx.out" 2>&1 &
+cxx=$!
+for _ in $(seq 100); do ctl status "$cxx" >/dev/null 2>&1 && break; sleep 0.05; done
+wait "$cxx" || bad "cxx failed: $(cat "$tmp/cxx.out")"
+ctl top "$cxx" --sample alloc_space >"$tmp/cxx-top.txt" 2>&1 || bad "memctl top of the exited cxx failed: $(cat "$tmp/cxx-top.txt")"
+# churn() is inlined into main at -O2; the library's functions are not.
+grep -Eq ' std::__cxx11::basic_string::_M_(mutate|construct|create)$' "$tmp/cxx-top.txt" ||
+        bad "memctl top shows no demangled std::__cxx11::basic_string function: $(tr '\n' '|' <"$tmp/cxx-top.txt")"
+grep -q '_Z' "$tmp/cxx-top.txt" && bad "memctl top shows mangled names: $(grep _Z "$tmp/cxx-top.txt" | head -3)"
+
+note "a binary deleted while it runs still symbolizes (/proc/PID/map_files); a stripped one gives addresses"
+cp "$PROGS/callsites" "$tmp/callsites-copy"
+LD_PRELOAD=$LIBMEMD "$tmp/callsites-copy" -s 1 -t 1 -w >"$tmp/del.out" 2>&1 &
+del=$!
+agent_pid=$del
+for _ in $(seq 200); do grep -q '^waiting' "$tmp/del.out" && break; sleep 0.05; done
+rm "$tmp/callsites-copy"
+sleep 1.5
+ctl top "$del" >"$tmp/del-top.txt" 2>&1 || bad "memctl top of a deleted binary failed: $(cat "$tmp/del-top.txt")"
+grep -Eq ' site_keep_64k$' "$tmp/del-top.txt" || bad "a deleted binary lost its names: $(cat "$tmp/del-top.txt")"
+kill -TERM "$del"; wait "$del" || true
+# Without its build-id too: with it, memd would rightly name the frames from
+# the unstripped build it has already read (same build-id, same code).
+objcopy --strip-all --remove-section=.note.gnu.build-id "$PROGS/callsites" "$tmp/callsites-stripped"
+LD_PRELOAD=$LIBMEMD "$tmp/callsites-stripped" -s 1 -t 1 -w >"$tmp/strip.out" 2>&1 &
+st=$!
+agent_pid=$st
+for _ in $(seq 200); do grep -q '^waiting' "$tmp/strip.out" && break; sleep 0.05; done
+sleep 1.5
+ctl top "$st" >"$tmp/strip-top.txt" 2>&1 || bad "memctl top of a stripped binary failed: $(cat "$tmp/strip-top.txt")"
+grep -Eq ' \[callsites-stripped\]$' "$tmp/strip-top.txt" ||
+        bad "a stripped binary's frames are not shown as its mapping: $(tr '\n' '|' <"$tmp/strip-top.txt")"
+ctl heap "$st" -o "$tmp/strip.pb.gz" 2>/dev/null || bad "memctl heap of a stripped binary failed"
+kill -TERM "$st"; wait "$st" || true
+agent_pid=
 
 stop_memd
 finish
