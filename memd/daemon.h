@@ -79,6 +79,7 @@ struct conn {
         char *out;
         size_t out_len, out_off, out_cap;
         struct subscription sub;
+        bool draining;          /* output waits for the socket (counted in server.n_draining) */
         struct conn *prev, *next;
 };
 
@@ -127,6 +128,8 @@ struct server {
         double conn_grace_s;    /* CONN_GRACE_S; 0: a closed connection detaches at once */
         struct pending *pending;        /* requests forwarded to agents */
         struct symbolizer *symbolizer;  /* made on the first profile written (heap.c) */
+        double collect_s;       /* libev's io collect interval while nobody waits on output */
+        unsigned n_draining;    /* connections with output waiting: no batching meanwhile */
         uint64_t next_agent_id;
         double request_timeout_s;
 };

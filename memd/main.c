@@ -195,7 +195,8 @@ int main(int argc, char **argv) {
         }
         /* A thousand agents report once a second each: take their readiness
          * in batches (10 ms at most) rather than a wakeup per message. */
-        ev_set_io_collect_interval(loop, 0.01);
+        s.collect_s = 0.01;
+        ev_set_io_collect_interval(loop, s.collect_s);
         server_start(&s, loop);
         ev_signal_init(&sigterm, on_stop, SIGTERM);
         ev_signal_start(loop, &sigterm);

@@ -134,9 +134,24 @@ fail:
         return r;
 }
 
+/* Batching wakeups (the collect interval) paces a big reply at one socket
+ * buffer per interval: while any connection has output waiting, memd does
+ * not batch. */
+static void conn_set_draining(struct conn *c, bool on) {
+        struct server *s = c->server;
+
+        if (c->draining == on)
+                return;
+        c->draining = on;
+        s->n_draining += on ? 1 : -1;
+        if (s->n_draining == (on ? 1u : 0u))
+                ev_set_io_collect_interval(s->loop, on ? 0. : s->collect_s);
+}
+
 static void conn_update_events(struct conn *c) {
         int events = EV_READ | (c->out_len > c->out_off ? EV_WRITE : 0);
 
+        conn_set_draining(c, events & EV_WRITE);
         if ((c->io.events & (EV_READ | EV_WRITE)) == events)
                 return;
         ev_io_stop(c->server->loop, &c->io);
@@ -168,7 +183,9 @@ int conn_send(struct conn *c, const msgpack_sbuffer *buf) {
 
         if (pending + buf->size > CONN_OUT_MAX_BYTES)
                 return -ENOBUFS;
-        if (c->out_off > 0) {
+        /* Compact only when the sent part is most of the buffer: a reply
+         * queued in parts must not move the unsent bytes for each part. */
+        if (c->out_off > 0 && (c->out_off >= c->out_cap / 2 || c->out_len + buf->size > c->out_cap)) {
                 memmove(c->out, c->out + c->out_off, pending);
                 c->out_off = 0;
                 c->out_len = pending;
@@ -193,6 +210,7 @@ int conn_send(struct conn *c, const msgpack_sbuffer *buf) {
 void conn_free(struct conn *c) {
         if (!c)
                 return;
+        conn_set_draining(c, false);
         forward_conn_gone(c);
         if (c->process)
                 registry_disconnected(c->process);
