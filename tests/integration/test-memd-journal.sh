@@ -23,6 +23,9 @@ if ! pgrep -x systemd-journal >/dev/null; then
         done
         [ -n "$jd" ] || skip "no journald runs and systemd-journald is not installed"
         mkdir -p /run/systemd/journal
+        # A journald that ran before left its socket: waiting for the file
+        # would let memd's first entries go to a socket nobody reads.
+        rm -f /run/systemd/journal/socket /run/systemd/journal/stdout
         "$jd" >"$tmp/journald.log" 2>&1 &
         journald_pid=$!
         for _ in $(seq 50); do
@@ -32,6 +35,15 @@ if ! pgrep -x systemd-journal >/dev/null; then
         [ -S /run/systemd/journal/socket ] || fail "systemd-journald did not create its socket: $(cat "$tmp/journald.log")"
         note "started systemd-journald by hand (pid $journald_pid)"
 fi
+# The journal takes entries now: a marker goes in and comes back out.
+marker="memd-journal-test-$$-$RANDOM"
+echo "$marker" | systemd-cat -t memd-journal-test 2>/dev/null || true
+for _ in $(seq 50); do
+        journalctl --no-pager -q -t memd-journal-test 2>/dev/null | grep -q "$marker" && break
+        sleep 0.1
+done
+journalctl --no-pager -q -t memd-journal-test 2>/dev/null | grep -q "$marker" ||
+        fail "the journal does not give back an entry written to it"
 
 "$MEMD" --socket "$sock" --log-target journal 2>"$tmp/memd.log" &
 memd_pid=$!
