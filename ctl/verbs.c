@@ -299,68 +299,61 @@ static void long_wait(struct client *cl) {
         setsockopt(cl->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
-static int verb_gc(struct ctl *ctl, int argc, char **argv) {
+/* gc and free-os-memory: one request about PID, one reply of reply_type,
+ * printed by show. */
+static int act_on(struct ctl *ctl, char **argv, uint32_t type, uint32_t reply_type, const char *what,
+                  int (*show)(const struct ctl *ctl, uint32_t pid, const struct proto_msg *m)) {
         struct proto_request q = {};
-        struct proto_gc_result g;
         struct client cl;
         int ret;
 
-        (void) argc;
         if (parse_pid(argv[0], &q.pid) < 0)
                 return EXIT_USAGE;
         ret = client_open(&cl, ctl);
         if (ret)
                 goto out;
         long_wait(&cl);
-        ret = request(&cl, PROTO_MSG_GC_REQUEST, &q, "gc");
+        ret = request(&cl, type, &q, what);
         if (ret)
                 goto out;
-        ret = EXIT_FAIL;
-        if (cl.msg.type == PROTO_MSG_ERROR) {
-                ret = target_error(&cl, q.pid, "gc");
-                goto out;
+        if (cl.msg.type == PROTO_MSG_ERROR)
+                ret = target_error(&cl, q.pid, what);
+        else if (cl.msg.type != reply_type || show(ctl, q.pid, &cl.msg) < 0) {
+                fprintf(stderr, "memctl: %s: memd sent a malformed reply\n", what);
+                ret = EXIT_FAIL;
         }
-        if (cl.msg.type != PROTO_MSG_GC_RESULT || proto_decode_gc_result(&cl.msg, &g) < 0) {
-                fprintf(stderr, "memctl: gc: memd sent a malformed reply\n");
-                goto out;
-        }
-        output_gc(ctl, q.pid, &g);
-        ret = EXIT_OK;
 out:
         client_done(&cl);
         return ret;
 }
 
-static int verb_free_os_memory(struct ctl *ctl, int argc, char **argv) {
-        struct proto_request q = {};
-        struct proto_scavenge_result v;
-        struct client cl;
-        int ret;
+static int show_gc(const struct ctl *ctl, uint32_t pid, const struct proto_msg *m) {
+        struct proto_gc_result g;
+        int r = proto_decode_gc_result(m, &g);
 
+        if (r >= 0)
+                output_gc(ctl, pid, &g);
+        return r;
+}
+
+static int show_scavenge(const struct ctl *ctl, uint32_t pid, const struct proto_msg *m) {
+        struct proto_scavenge_result v;
+        int r = proto_decode_scavenge_result(m, &v);
+
+        if (r >= 0)
+                output_scavenge(ctl, pid, &v);
+        return r;
+}
+
+static int verb_gc(struct ctl *ctl, int argc, char **argv) {
         (void) argc;
-        if (parse_pid(argv[0], &q.pid) < 0)
-                return EXIT_USAGE;
-        ret = client_open(&cl, ctl);
-        if (ret)
-                goto out;
-        long_wait(&cl);
-        ret = request(&cl, PROTO_MSG_SCAVENGE_REQUEST, &q, "free-os-memory");
-        if (ret)
-                goto out;
-        ret = EXIT_FAIL;
-        if (cl.msg.type == PROTO_MSG_ERROR) {
-                ret = target_error(&cl, q.pid, "free-os-memory");
-                goto out;
-        }
-        if (cl.msg.type != PROTO_MSG_SCAVENGE_RESULT || proto_decode_scavenge_result(&cl.msg, &v) < 0) {
-                fprintf(stderr, "memctl: free-os-memory: memd sent a malformed reply\n");
-                goto out;
-        }
-        output_scavenge(ctl, q.pid, &v);
-        ret = EXIT_OK;
-out:
-        client_done(&cl);
-        return ret;
+        return act_on(ctl, argv, PROTO_MSG_GC_REQUEST, PROTO_MSG_GC_RESULT, "gc", show_gc);
+}
+
+static int verb_free_os_memory(struct ctl *ctl, int argc, char **argv) {
+        (void) argc;
+        return act_on(ctl, argv, PROTO_MSG_SCAVENGE_REQUEST, PROTO_MSG_SCAVENGE_RESULT, "free-os-memory",
+                      show_scavenge);
 }
 
 /* Follows events until memd goes away (exit 1) or we are interrupted. */
