@@ -46,6 +46,22 @@ static int client_send(struct client *cl, const msgpack_sbuffer *sb) {
         return 0;
 }
 
+/* Packs a request of type and sends it; *ret_id is its id.  Returns 0 or -errno. */
+static int send_request(struct client *cl, uint32_t type, const struct proto_request *q, uint64_t *ret_id) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        int r;
+
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        *ret_id = cl->next_id++;
+        r = proto_pack_request(&pk, type, *ret_id, q);
+        if (r >= 0)
+                r = client_send(cl, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        return r;
+}
+
 /* Waits for the reply to id into cl->msg.  Returns 1, or -errno. */
 static int client_wait(struct client *cl, uint64_t id) {
         char buf[65536];
@@ -173,8 +189,6 @@ static int verb_status(struct ctl *ctl, int argc, char **argv) {
         struct proto_request q = {};
         struct proto_status_reply reply;
         struct proto_process *procs = NULL;
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
         uint64_t id;
         int r, ret;
 
@@ -184,13 +198,7 @@ static int verb_status(struct ctl *ctl, int argc, char **argv) {
         if (ret)
                 goto out;
         ret = EXIT_FAIL;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        id = cl.next_id++;
-        r = proto_pack_request(&pk, PROTO_MSG_STATUS_REQUEST, id, &q);
-        if (r >= 0)
-                r = client_send(&cl, &sb);
-        msgpack_sbuffer_destroy(&sb);
+        r = send_request(&cl, PROTO_MSG_STATUS_REQUEST, &q, &id);
         if (r >= 0)
                 r = client_wait(&cl, id);
         if (r < 0) {
@@ -239,17 +247,10 @@ out:
 /* Sends one request and waits for its reply into cl->msg.  Returns 0 or an
  * exit code, having printed why (ERROR replies are left to the caller). */
 static int request(struct client *cl, uint32_t type, const struct proto_request *q, const char *what) {
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        uint64_t id = cl->next_id++;
+        uint64_t id;
         int r;
 
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        r = proto_pack_request(&pk, type, id, q);
-        if (r >= 0)
-                r = client_send(cl, &sb);
-        msgpack_sbuffer_destroy(&sb);
+        r = send_request(cl, type, q, &id);
         if (r >= 0)
                 r = client_wait(cl, id);
         if (r < 0) {
@@ -470,8 +471,6 @@ static int verb_heap(struct ctl *ctl, int argc, char **argv) {
         struct proto_request q = { .format = PROTO_PROFILE_PPROF };
         const char *out = NULL;
         struct client cl;
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
         uint64_t id;
         int fd = STDOUT_FILENO, r, ret;
         bool created = false;
@@ -519,13 +518,7 @@ static int verb_heap(struct ctl *ctl, int argc, char **argv) {
                 }
                 created = true;
         }
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        id = cl.next_id++;
-        r = proto_pack_request(&pk, PROTO_MSG_PROFILE_REQUEST, id, &q);
-        if (r >= 0)
-                r = client_send(&cl, &sb);
-        msgpack_sbuffer_destroy(&sb);
+        r = send_request(&cl, PROTO_MSG_PROFILE_REQUEST, &q, &id);
         if (r < 0) {
                 fprintf(stderr, "memctl: heap: cannot ask memd: %s\n", strerror(-r));
                 goto out;
@@ -611,8 +604,6 @@ static int verb_top(struct ctl *ctl, int argc, char **argv) {
         struct top_options opt = TOP_OPTIONS_INIT;
         struct samples sm = {};
         struct client cl;
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
         char *text = NULL;
         size_t len = 0;
         uint64_t id;
@@ -656,13 +647,7 @@ static int verb_top(struct ctl *ctl, int argc, char **argv) {
                 fprintf(stderr, "memctl: out of memory\n");
                 goto out;
         }
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        id = cl.next_id++;
-        r = proto_pack_request(&pk, PROTO_MSG_PROFILE_REQUEST, id, &q);
-        if (r >= 0)
-                r = client_send(&cl, &sb);
-        msgpack_sbuffer_destroy(&sb);
+        r = send_request(&cl, PROTO_MSG_PROFILE_REQUEST, &q, &id);
         if (r < 0) {
                 fprintf(stderr, "memctl: top: cannot ask memd: %s\n", strerror(-r));
                 fclose(mem);

@@ -43,17 +43,6 @@ static uint32_t *bucket_index;
 static uint32_t n_buckets;
 static bool bucket_full;
 
-static uint64_t stack_hash(const uintptr_t *pcs, uint32_t depth) {
-        uint64_t h = 0xcbf29ce484222325ULL ^ depth;
-
-        for (uint32_t i = 0; i < depth; i++) {
-                h ^= pcs[i];
-                h *= 0x100000001b3ULL;
-                h ^= h >> 29;
-        }
-        return h;
-}
-
 static int bucket_alloc_tables(void) {
         void *m;
 
@@ -91,7 +80,7 @@ static void stop_sampling(const char *why) {
 }
 
 int bucket_record_alloc(const uintptr_t *pcs, uint32_t depth, uint64_t size_bytes, double weight, uint32_t *ret_idx) {
-        uint64_t h = stack_hash(pcs, depth);
+        uint64_t h = profile_stack_hash(pcs, depth);
         uint32_t i, slot = (uint32_t) (h >> (64 - INDEX_BITS));
         struct bucket *b;
         int r = 0;

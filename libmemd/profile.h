@@ -27,6 +27,18 @@ struct profile_record {
         uintptr_t pcs[PROFILE_MAX_DEPTH]; /* return addresses, leaf (the caller of malloc) first */
 };
 
+/* The hash of a stack, as libmemd's sample table and memd's copy key it. */
+static inline uint64_t profile_stack_hash(const uintptr_t *pcs, uint32_t depth) {
+        uint64_t h = 0xcbf29ce484222325ULL ^ depth;
+
+        for (uint32_t i = 0; i < depth; i++) {
+                h ^= pcs[i];
+                h *= 0x100000001b3ULL;
+                h ^= h >> 29;
+        }
+        return h;
+}
+
 /* Names a return address for the text format's "#" lines.  Writes
  * "func+0xOFF" into name and, if known, "file:line" into where (else "");
  * returns 0, or -ENOENT when it knows nothing.  pc is the call PC (ret - 1). */

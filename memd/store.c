@@ -15,17 +15,6 @@
 
 #define INDEX_EMPTY UINT32_MAX
 
-static uint64_t stack_hash(const uintptr_t *pcs, uint32_t depth) {
-        uint64_t h = 0xcbf29ce484222325ULL ^ depth;
-
-        for (uint32_t i = 0; i < depth; i++) {
-                h ^= pcs[i];
-                h *= 0x100000001b3ULL;
-                h ^= h >> 29;
-        }
-        return h;
-}
-
 void store_init(struct store *s) {
         memset(s, 0, sizeof(*s));
 }
@@ -90,7 +79,7 @@ int store_add(struct store *s, const struct profile_record *r) {
 
         if (r->depth > PROFILE_MAX_DEPTH)
                 return -EINVAL;
-        h = stack_hash(r->pcs, r->depth);
+        h = profile_stack_hash(r->pcs, r->depth);
         x = lookup(s, r, h, &slot);
         if (!x) {
                 if (s->n >= STORE_MAX_RECORDS)

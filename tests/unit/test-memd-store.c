@@ -52,7 +52,7 @@ static void assert_figures_times(const struct profile_record *x, const struct pr
         ck_assert(x->free_bytes_est == k * r->free_bytes_est);
 }
 
-/* A copy of store.c's stack_hash, and its inverse, to build stacks whose
+/* A copy of profile_stack_hash (profile.h, which store.c keys by), and its inverse, to build stacks whose
  * 64-bit hashes are *equal* (so lookups must compare depth and pcs).  The
  * tests check s->hashes to make sure the copy still matches store.c. */
 #define H_BASIS UINT64_C(0xcbf29ce484222325)
@@ -248,7 +248,7 @@ START_TEST(test_hash_collisions) {
                         ck_assert_int_eq(store_add(&s, &t), 0);
                         ck_assert_uint_eq(s.n, ++n);
                         ck_assert_msg(hash_of(&s, find(&s, &t)) == h,
-                                      "store.c's stack_hash changed: update h_step() here");
+                                      "profile_stack_hash changed: update h_step() here");
                         assert_figures_times(find(&s, &t), &t, 1);
                         /* Found again through the colliding chain. */
                         ck_assert_int_eq(store_add(&s, &t), 0);
@@ -303,7 +303,7 @@ START_TEST(test_index_growth) {
                 ck_assert_uint_eq(s.n, k + 1);
         }
         ck_assert_uint_eq(s.hashes[0], h0);
-        ck_assert_msg(s.hashes[SAME_HASH - 1] == h0, "store.c's stack_hash changed: update h_step() here");
+        ck_assert_msg(s.hashes[SAME_HASH - 1] == h0, "profile_stack_hash changed: update h_step() here");
         /* A power of two, at most half full. */
         ck_assert_uint_eq(s.index_cap & (s.index_cap - 1), 0);
         ck_assert_uint_ge(s.index_cap, 2 * N);
