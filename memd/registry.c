@@ -118,7 +118,8 @@ int registry_attach(struct server *s, struct conn *c) {
                 forward_process_gone(p);
                 p->conn = c;
                 c->process = p;
-                read_comm(p->pid, p->comm, sizeof p->comm); /* an exec changes it */
+                p->uid = c->uid; /* an exec of a setuid program changes it */
+                read_comm(p->pid, p->comm, sizeof p->comm); /* and the name */
                 log_event("attach", p, "reattach pid %d (%s)", (int) p->pid, p->comm);
                 return 0;
         }
