@@ -44,6 +44,23 @@ static int bad_body(struct conn *c, const struct proto_msg *m, int r) {
         return r;
 }
 
+/* Sends what pk packed into sb; on failure the connection is closed by the
+ * caller (returns -errno, logged). */
+static int send_packed(struct conn *c, msgpack_sbuffer *sb, int r) {
+        if (r >= 0 && sb->size > PROTO_MAX_FRAME_BYTES)
+                r = -EMSGSIZE;
+        if (r >= 0)
+                r = conn_send(c, sb);
+        msgpack_sbuffer_destroy(sb);
+        if (r < 0)
+                return log_errno(LOG_WARNING, r, "closing connection of pid %d: cannot reply: %m", (int) c->pid);
+        return 0;
+}
+
+#define PACK_INIT(sb, pk)                                             \
+        msgpack_sbuffer_init(&(sb));                                  \
+        msgpack_packer_init(&(pk), &(sb), msgpack_sbuffer_write)
+
 static int dispatch_hello(struct conn *c, const struct proto_msg *m) {
         struct proto_hello h = {};
         struct proto_hello_ok ok = { .version = PROTO_VERSION };
@@ -80,15 +97,8 @@ static int dispatch_hello(struct conn *c, const struct proto_msg *m) {
         ok.pid = (uint32_t) c->pid;
         ok.uid = (uint32_t) c->uid;
         strcpy(ok.software, "memd " MEMD_VERSION_STRING);
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        r = proto_pack_hello_ok(&pk, m->id, &ok);
-        if (r >= 0)
-                r = conn_send(c, &sb);
-        msgpack_sbuffer_destroy(&sb);
-        if (r < 0)
-                return log_errno(LOG_WARNING, r, "closing connection of pid %d: cannot reply: %m", (int) c->pid);
-        return 0;
+        PACK_INIT(sb, pk);
+        return send_packed(c, &sb, proto_pack_hello_ok(&pk, m->id, &ok));
 }
 
 static int dispatch_memstats(struct conn *c, const struct proto_msg *m) {
@@ -113,23 +123,6 @@ static int dispatch_memstats(struct conn *c, const struct proto_msg *m) {
 static bool may_see(const struct conn *c, const struct process *p) {
         return c->uid == 0 || c->uid == p->uid;
 }
-
-/* Sends what pk packed into sb; on failure the connection is closed by the
- * caller (returns -errno, logged). */
-static int send_packed(struct conn *c, msgpack_sbuffer *sb, int r) {
-        if (r >= 0 && sb->size > PROTO_MAX_FRAME_BYTES)
-                r = -EMSGSIZE;
-        if (r >= 0)
-                r = conn_send(c, sb);
-        msgpack_sbuffer_destroy(sb);
-        if (r < 0)
-                return log_errno(LOG_WARNING, r, "closing connection of pid %d: cannot reply: %m", (int) c->pid);
-        return 0;
-}
-
-#define PACK_INIT(sb, pk)                                             \
-        msgpack_sbuffer_init(&(sb));                                  \
-        msgpack_packer_init(&(pk), &(sb), msgpack_sbuffer_write)
 
 /* ---- from agents ---- */
 
@@ -491,7 +484,6 @@ static int dispatch_status(struct conn *c, const struct proto_msg *m) {
         return 0;
 }
 
-/* Snapshots sent with a PROFILE_REQUEST's id are stored like any other. */
 static int dispatch_bye(struct conn *c, const struct proto_msg *m) {
         (void) m;
         log_info("pid %d said BYE", (int) c->pid);
