@@ -76,7 +76,6 @@ struct agent {
         bool warned_uid;
         struct proto_reader *reader;
         struct proto_msg msg;
-        bool msg_inited;
         char *out;                      /* mmap'd, out_cap bytes */
         size_t out_len, out_off, out_cap;
         int out_err;                    /* why the last out_write failed */
