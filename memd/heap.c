@@ -154,12 +154,15 @@ static const struct mapping *mapping_of(const struct process *p, uintptr_t pc) {
  * rounded estimates (docs/protocol.md, PROFILE_REQUEST format 4). */
 static int write_samples(int fd, const struct process *p, const struct profile *prof, struct sym_ctx *sc) {
         struct sym_frame *frames = malloc(SYM_MAX_FRAMES * sizeof(*frames));
-        FILE *f = frames ? fdopen(dup(fd), "w") : NULL;
-        int r = 0;
+        int fd2 = frames ? dup(fd) : -1, r = 0;
+        FILE *f = fd2 >= 0 ? fdopen(fd2, "w") : NULL;
 
         if (!f) {
+                r = frames && fd2 < 0 ? -errno : -ENOMEM;
+                if (fd2 >= 0)
+                        close(fd2);
                 free(frames);
-                return -ENOMEM;
+                return r;
         }
         for (size_t i = 0; i < prof->n_records; i++) {
                 const struct profile_record *x = &prof->records[i];
