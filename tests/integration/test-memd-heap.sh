@@ -140,7 +140,9 @@ grep -q '_Z' "$tmp/cxx-top.txt" && bad "memctl top shows mangled names: $(grep _
 
 note "a binary deleted while it runs still symbolizes (/proc/PID/map_files); a stripped one gives addresses"
 cp "$PROGS/callsites" "$tmp/callsites-copy"
-LD_PRELOAD=$LIBMEMD "$tmp/callsites-copy" -s 1 -t 1 -w >"$tmp/del.out" 2>&1 &
+# Every allocation sampled: at the default rate a 1 MiB site has no sample
+# one run in seven (e^-2), and the check below would fail by chance.
+MEMD_PROFILE_RATE=1 LD_PRELOAD=$LIBMEMD "$tmp/callsites-copy" -s 1 -t 1 -w >"$tmp/del.out" 2>&1 &
 del=$!
 agent_pid=$del
 for _ in $(seq 200); do grep -q '^waiting' "$tmp/del.out" && break; sleep 0.05; done
@@ -152,7 +154,7 @@ kill -TERM "$del"; wait "$del" || true
 # Without its build-id too: with it, memd would rightly name the frames from
 # the unstripped build it has already read (same build-id, same code).
 objcopy --strip-all --remove-section=.note.gnu.build-id "$PROGS/callsites" "$tmp/callsites-stripped"
-LD_PRELOAD=$LIBMEMD "$tmp/callsites-stripped" -s 1 -t 1 -w >"$tmp/strip.out" 2>&1 &
+MEMD_PROFILE_RATE=1 LD_PRELOAD=$LIBMEMD "$tmp/callsites-stripped" -s 1 -t 1 -w >"$tmp/strip.out" 2>&1 &
 st=$!
 agent_pid=$st
 for _ in $(seq 200); do grep -q '^waiting' "$tmp/strip.out" && break; sleep 0.05; done
