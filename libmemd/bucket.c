@@ -131,36 +131,82 @@ void bucket_record_free(uint32_t idx, uint64_t size_bytes, double weight) {
         pthread_mutex_unlock(&bucket_lock);
 }
 
+/* Where the figures are copied under the lock: kept from one snapshot to
+ * the next (BUCKET_MAX entries reserved, MAP_NORESERVE), and serialized by
+ * stage_lock (the agent and the exit-time writer may both take snapshots). */
+static pthread_mutex_t stage_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct counts *stage;
+
+/* Touches every page of [p, p + len): written when `write`, else read.  The
+ * first access to a page costs a page-table walk or, in a VM, an exit to
+ * the hypervisor: the same memcpy of 10,000 stacks' figures (160 pages)
+ * took 1.5-3 ms into a fresh MAP_POPULATE'd buffer on this project's VMs
+ * and 0.1-0.4 ms between pages touched just before), so this is done
+ * before the lock is taken, not under it. */
+static void touch_pages(void *p, size_t len, bool write) {
+        volatile char *c = p;
+
+        for (size_t off = 0; off < len; off += 4096) {
+                if (write)
+                        c[off] = 0;
+                else
+                        (void) c[off];
+        }
+        if (len) {
+                if (write)
+                        c[len - 1] = 0;
+                else
+                        (void) c[len - 1];
+        }
+}
+
 /* The application waits on the table's lock while a copy is taken, so the
- * lock covers one memcpy of the dense figures (64 bytes a stack) into memory
- * faulted in beforehand; the stacks, immutable once recorded in buckets that
- * never move, are copied after the unlock.  (Mapping and copying whole
+ * lock covers one memcpy of the dense figures (64 bytes a stack) between
+ * pages touched just before; the stacks, immutable once recorded in buckets
+ * that never move, are copied after the unlock.  (Mapping and copying whole
  * records under the lock stalled every allocating thread for 22-58 ms a
- * second at 10,000 stacks: tests/bench/run-heap-bench.sh.) */
+ * second at 10,000 stacks; a memcpy into a freshly mapped buffer still took
+ * 1.5-3 ms, most of it first touches of pages: tests/bench/run-heap-bench.sh
+ * and docs/memd.md.) */
 int bucket_snapshot(struct profile_record **ret_records, size_t *ret_n, size_t *ret_map_len) {
         struct profile_record *out;
-        struct counts *fig;
         size_t n, room, len;
 
         room = __atomic_load_n(&n_buckets, __ATOMIC_RELAXED) + 256; /* it may grow meanwhile */
         if (room > BUCKET_MAX)
                 room = BUCKET_MAX;
-        /* The records, then room for the figures as they are copied. */
-        len = room * (sizeof(struct profile_record) + sizeof(struct counts));
+        len = room * sizeof(struct profile_record);
         out = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
         if (out == MAP_FAILED)
                 return -ENOMEM;
-        fig = (struct counts *) (out + room);
+        pthread_mutex_lock(&stage_lock);
+        if (!stage) {
+                void *m = mmap(NULL, BUCKET_MAX * sizeof(struct counts), PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                if (m == MAP_FAILED) {
+                        pthread_mutex_unlock(&stage_lock);
+                        munmap(out, len);
+                        return -ENOMEM;
+                }
+                stage = m;
+        }
+        touch_pages(stage, room * sizeof(struct counts), true);
+        n = __atomic_load_n(&n_buckets, __ATOMIC_RELAXED);
+        if (counts && n)
+                touch_pages(counts, (n < room ? n : room) * sizeof(struct counts), false);
+
         pthread_mutex_lock(&bucket_lock);
         n = n_buckets < room ? n_buckets : room;
         if (n)
-                memcpy(fig, counts, n * sizeof(*fig));
+                memcpy(stage, counts, n * sizeof(*stage));
         pthread_mutex_unlock(&bucket_lock);
+
         for (size_t i = 0; i < n; i++) {
-                memcpy(&out[i], &fig[i], sizeof(*fig));
+                memcpy(&out[i], &stage[i], sizeof(*stage));
                 out[i].depth = buckets[i].rec.depth;
                 memcpy(out[i].pcs, buckets[i].rec.pcs, out[i].depth * sizeof(uintptr_t));
         }
+        pthread_mutex_unlock(&stage_lock);
         *ret_records = out;
         *ret_n = n;
         *ret_map_len = len;
@@ -177,14 +223,18 @@ uint64_t bucket_sys_bytes(void) {
                INDEX_SIZE * sizeof(uint32_t);
 }
 
+/* In bucket_snapshot's order: stage_lock, then bucket_lock. */
 void bucket_atfork_prepare(void) {
+        pthread_mutex_lock(&stage_lock);
         pthread_mutex_lock(&bucket_lock);
 }
 
 void bucket_atfork_parent(void) {
         pthread_mutex_unlock(&bucket_lock);
+        pthread_mutex_unlock(&stage_lock);
 }
 
 void bucket_atfork_child(void) {
         pthread_mutex_unlock(&bucket_lock);
+        pthread_mutex_unlock(&stage_lock);
 }
