@@ -161,6 +161,29 @@ static void out_printf(struct out *o, const char *fmt, ...) {
         free(big);
 }
 
+/* Decimal and "0x" hex without printf: the text writer prints a few
+ * hundred thousand of them for a large profile. */
+static void out_u64(struct out *o, uint64_t v) {
+        char b[24], *e = b + sizeof b, *c = e;
+
+        do
+                *--c = (char) ('0' + v % 10);
+        while ((v /= 10));
+        out_write(o, c, (size_t) (e - c));
+}
+
+static void out_hex(struct out *o, uint64_t v) {
+        static const char digits[] = "0123456789abcdef";
+        char b[24], *e = b + sizeof b, *c = e;
+
+        do
+                *--c = digits[v & 15];
+        while ((v >>= 4));
+        *--c = 'x';
+        *--c = '0';
+        out_write(o, c, (size_t) (e - c));
+}
+
 /* ---- helpers shared by the writers ------------------------------------- */
 
 static uint64_t sub_sat(uint64_t a, uint64_t b) {
@@ -214,6 +237,131 @@ static void strip_offset(char *name) {
                 if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F')))
                         return;
         *plus = '\0';
+}
+
+/* The text of each frame, made once per pc: a profile of 10,000 stacks has
+ * 200,000 frames and a few hundred distinct pcs, and symbolizing and
+ * formatting each frame anew was most of the text writer's time.  An open-
+ * addressed table of pc -> (offset, length) in one arena; when memory runs
+ * out it still answers, uncached, from scratch. */
+enum frame_kind {
+        FRAME_TEXT,     /* "#\t0xPC\tfunc+0xOFF\tfile:line\n", or "" without a name */
+        FRAME_FOLDED,   /* "func" (';' made ':'), or "0xPC" */
+};
+
+struct frame_cache {
+        const struct profile *p;
+        enum frame_kind kind;
+        uintptr_t *pcs;         /* 0: a free slot (pc 0 is never cached) */
+        uint32_t *off, *len;
+        size_t slots, used;
+        char *arena;
+        size_t arena_len, arena_cap;
+        char scratch[SYM_NAME_MAX + SYM_WHERE_MAX + 64];
+};
+
+static void frame_cache_init(struct frame_cache *fc, const struct profile *p, enum frame_kind kind) {
+        *fc = (struct frame_cache) { .p = p, .kind = kind };
+}
+
+static void frame_cache_done(struct frame_cache *fc) {
+        free(fc->pcs);
+        free(fc->off);
+        free(fc->len);
+        free(fc->arena);
+}
+
+static size_t frame_make(struct frame_cache *fc, uintptr_t pc) {
+        char name[SYM_NAME_MAX], where[SYM_WHERE_MAX];
+        int n;
+
+        if (!symbolize(fc->p, pc, name, sizeof(name), where, sizeof(where))) {
+                if (fc->kind == FRAME_TEXT)
+                        return 0;
+                n = snprintf(fc->scratch, sizeof fc->scratch, "0x%" PRIxPTR, pc);
+        } else if (fc->kind == FRAME_TEXT) {
+                if (where[0])
+                        n = snprintf(fc->scratch, sizeof fc->scratch, "#\t0x%" PRIxPTR "\t%s\t%s\n", pc, name, where);
+                else
+                        n = snprintf(fc->scratch, sizeof fc->scratch, "#\t0x%" PRIxPTR "\t%s\n", pc, name);
+        } else {
+                strip_offset(name);
+                /* ';' separates frames; keep it out of names */
+                for (char *c = name; *c; c++)
+                        if (*c == ';')
+                                *c = ':';
+                n = snprintf(fc->scratch, sizeof fc->scratch, "%s", name);
+        }
+        return n < 0 ? 0 : (size_t) n < sizeof fc->scratch ? (size_t) n : sizeof fc->scratch - 1;
+}
+
+static bool frame_cache_grow(struct frame_cache *fc) {
+        size_t slots = fc->slots ? fc->slots * 2 : 1024;
+        uintptr_t *pcs = calloc(slots, sizeof(*pcs));
+        uint32_t *off = malloc(slots * sizeof(*off)), *len = malloc(slots * sizeof(*len));
+
+        if (!pcs || !off || !len) {
+                free(pcs);
+                free(off);
+                free(len);
+                return false;
+        }
+        for (size_t i = 0; i < fc->slots; i++) {
+                size_t j;
+                if (!fc->pcs[i])
+                        continue;
+                for (j = (fc->pcs[i] * 0x9e3779b97f4a7c15ull) >> 20 & (slots - 1); pcs[j]; j = (j + 1) & (slots - 1))
+                        ;
+                pcs[j] = fc->pcs[i];
+                off[j] = fc->off[i];
+                len[j] = fc->len[i];
+        }
+        free(fc->pcs);
+        free(fc->off);
+        free(fc->len);
+        fc->pcs = pcs;
+        fc->off = off;
+        fc->len = len;
+        fc->slots = slots;
+        return true;
+}
+
+/* The frame's text (not NUL-terminated) and its length. */
+static const char *frame_text(struct frame_cache *fc, uintptr_t pc, size_t *ret_len) {
+        size_t j, n;
+
+        if (pc && (fc->used + 1) * 2 > fc->slots && !frame_cache_grow(fc))
+                pc = 0; /* out of memory: uncached */
+        if (pc) {
+                for (j = (pc * 0x9e3779b97f4a7c15ull) >> 20 & (fc->slots - 1); fc->pcs[j];
+                     j = (j + 1) & (fc->slots - 1))
+                        if (fc->pcs[j] == pc) {
+                                *ret_len = fc->len[j];
+                                return fc->arena + fc->off[j];
+                        }
+        }
+        n = frame_make(fc, pc);
+        *ret_len = n;
+        if (!pc)
+                return fc->scratch;
+        if (fc->arena_len + n > fc->arena_cap) {
+                size_t cap = fc->arena_cap ? fc->arena_cap * 2 : 65536;
+                char *a;
+
+                while (cap < fc->arena_len + n)
+                        cap *= 2;
+                if (cap > UINT32_MAX || !(a = realloc(fc->arena, cap)))
+                        return fc->scratch;
+                fc->arena = a;
+                fc->arena_cap = cap;
+        }
+        memcpy(fc->arena + fc->arena_len, fc->scratch, n);
+        fc->pcs[j] = pc;
+        fc->off[j] = (uint32_t) fc->arena_len;
+        fc->len[j] = (uint32_t) n;
+        fc->arena_len += n;
+        fc->used++;
+        return fc->arena + fc->off[j];
 }
 
 /* "file.c:42" -> "file.c" (in place) and 42; anything else: unchanged, 0. */
@@ -1045,6 +1193,7 @@ static void out_memstats(struct out *o, const struct memd_memstats *s) {
  * everything after that sentinel as maps lines, so nothing of ours follows it.
  */
 int profile_write_text(int fd, const struct profile *p) {
+        struct frame_cache fc;
         struct order *ord = NULL;
         size_t n = 0;
         uint64_t tic = 0, tib = 0, tac = 0, tab = 0;
@@ -1077,6 +1226,7 @@ int profile_write_text(int fd, const struct profile *p) {
                 free(ord);
                 return r;
         }
+        frame_cache_init(&fc, p, FRAME_TEXT);
         /* 2*rate: early C++ heap profiles printed that, so pprof halves it. */
         out_printf(&o, "heap profile: %" PRIu64 ": %" PRIu64 " [%" PRIu64 ": %" PRIu64 "] @ heap/%" PRIu64 "\n",
                    tic, tib, tac, tab,
@@ -1088,21 +1238,25 @@ int profile_write_text(int fd, const struct profile *p) {
                 uint64_t ic, ib, ac, ab;
 
                 record_raw(rec, &ic, &ib, &ac, &ab);
-                out_printf(&o, "%" PRIu64 ": %" PRIu64 " [%" PRIu64 ": %" PRIu64 "] @", ic, ib, ac, ab);
-                for (uint32_t k = 0; k < depth; k++)
-                        out_printf(&o, " 0x%" PRIxPTR, rec->pcs[k]);
-                out_puts(&o, "\n");
+                out_u64(&o, ic);
+                out_write(&o, ": ", 2);
+                out_u64(&o, ib);
+                out_write(&o, " [", 2);
+                out_u64(&o, ac);
+                out_write(&o, ": ", 2);
+                out_u64(&o, ab);
+                out_write(&o, "] @", 3);
                 for (uint32_t k = 0; k < depth; k++) {
-                        char name[SYM_NAME_MAX], where[SYM_WHERE_MAX];
-                        uintptr_t pc = call_pc(rec->pcs[k]);
-                        if (!symbolize(p, pc, name, sizeof(name), where, sizeof(where)))
-                                continue;
-                        if (where[0])
-                                out_printf(&o, "#\t0x%" PRIxPTR "\t%s\t%s\n", pc, name, where);
-                        else
-                                out_printf(&o, "#\t0x%" PRIxPTR "\t%s\n", pc, name);
+                        out_write(&o, " ", 1);
+                        out_hex(&o, rec->pcs[k]);
                 }
-                out_puts(&o, "\n");
+                out_write(&o, "\n", 1);
+                for (uint32_t k = 0; k < depth; k++) {
+                        size_t len;
+                        const char *t = frame_text(&fc, call_pc(rec->pcs[k]), &len);
+                        out_write(&o, t, len);
+                }
+                out_write(&o, "\n", 1);
         }
 
         if (p->stats)
@@ -1115,6 +1269,7 @@ int profile_write_text(int fd, const struct profile *p) {
                         out_puts(&o, "\n");
         }
 
+        frame_cache_done(&fc);
         free(ord);
         return out_done(&o);
 }
@@ -1122,6 +1277,7 @@ int profile_write_text(int fd, const struct profile *p) {
 /* ---- folded ------------------------------------------------------------- */
 
 int profile_write_folded(int fd, const struct profile *p) {
+        struct frame_cache fc;
         struct out o;
         int r;
 
@@ -1130,6 +1286,7 @@ int profile_write_folded(int fd, const struct profile *p) {
         r = out_init(&o, fd);
         if (r < 0)
                 return r;
+        frame_cache_init(&fc, p, FRAME_FOLDED);
         for (size_t i = 0; i < p->n_records && !o.err; i++) {
                 const struct profile_record *rec = &p->records[i];
                 uint32_t depth = record_depth(rec);
@@ -1138,22 +1295,18 @@ int profile_write_folded(int fd, const struct profile *p) {
                 if (depth == 0 || inuse <= 0)
                         continue;
                 for (uint32_t k = depth; k-- > 0;) {
-                        char name[SYM_NAME_MAX], where[SYM_WHERE_MAX];
-                        uintptr_t pc = call_pc(rec->pcs[k]);
-                        const char *sep = k + 1 == depth ? "" : ";";
+                        size_t len;
+                        const char *t = frame_text(&fc, call_pc(rec->pcs[k]), &len);
 
-                        if (symbolize(p, pc, name, sizeof(name), where, sizeof(where))) {
-                                strip_offset(name);
-                                /* ';' separates frames; keep it out of names */
-                                for (char *c = name; *c; c++)
-                                        if (*c == ';')
-                                                *c = ':';
-                                out_printf(&o, "%s%s", sep, name);
-                        } else
-                                out_printf(&o, "%s0x%" PRIxPTR, sep, pc);
+                        if (k + 1 != depth)
+                                out_write(&o, ";", 1);
+                        out_write(&o, t, len);
                 }
-                out_printf(&o, " %" PRId64 "\n", inuse);
+                out_write(&o, " ", 1);
+                out_u64(&o, (uint64_t) inuse);
+                out_write(&o, "\n", 1);
         }
+        frame_cache_done(&fc);
         return out_done(&o);
 }
 

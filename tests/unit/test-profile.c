@@ -894,6 +894,93 @@ START_TEST(test_folded) {
 }
 END_TEST
 
+static int counting_many_symbolize(uintptr_t pc, char *name, size_t name_len, char *where,
+                                   size_t where_len, void *ctx) {
+        (*(size_t *) ctx)++;
+        return many_symbolize(pc, name, name_len, where, where_len, NULL);
+}
+
+/* The text and folded writers make each frame's text once per pc (a
+ * cache that grows several times here): every frame of every record
+ * still reads as the symbolizer says, and it is asked once per pc. */
+START_TEST(test_text_folded_many) {
+        const size_t n = 3000;
+        struct profile_record *r = calloc(n, sizeof(*r));
+        bool *seen = calloc(20000, sizeof(bool));
+        size_t distinct = 0, calls = 0, len, recs = 0;
+        char path[PATH_MAX];
+
+        ck_assert_ptr_nonnull(r);
+        ck_assert_ptr_nonnull(seen);
+        for (size_t i = 0; i < n; i++) {
+                r[i].alloc_count = 1;
+                r[i].alloc_bytes = (n - i) * 16; /* in-use order is record order */
+                r[i].alloc_objects_est = 1;
+                r[i].alloc_bytes_est = (double) (n - i) * 16;
+                r[i].depth = PROFILE_MAX_DEPTH;
+                for (size_t k = 0; k < PROFILE_MAX_DEPTH; k++) {
+                        size_t v = (i * 7 + k * 131) % 20000;
+                        r[i].pcs[k] = 0x400000 + v * 4 + 1;
+                        distinct += !seen[v];
+                        seen[v] = true;
+                }
+        }
+        ck_assert_uint_gt(distinct, 4096);
+        struct profile p = { .records = r, .n_records = n, .rate_bytes = 1,
+                             .symbolize = counting_many_symbolize, .symbolize_ctx = &calls };
+        char *s = write_text(&p, "many.txt", &len), *line = s, *eol;
+
+        ck_assert_uint_eq(calls, distinct);
+        line = strchr(line, '\n') + 1; /* the header */
+        for (size_t i = 0; i < n; i++) {
+                char want[256];
+                int w = snprintf(want, sizeof want, "1: %zu [1: %zu] @", (n - i) * 16, (n - i) * 16);
+                REQUIRE(strncmp(line, want, (size_t) w) == 0);
+                line += w;
+                for (size_t k = 0; k < PROFILE_MAX_DEPTH; k++) {
+                        w = snprintf(want, sizeof want, " 0x%" PRIxPTR, r[i].pcs[k]);
+                        REQUIRE(strncmp(line, want, (size_t) w) == 0);
+                        line += w;
+                }
+                REQUIRE(*line++ == '\n');
+                for (size_t k = 0; k < PROFILE_MAX_DEPTH; k++) {
+                        uintptr_t pc = r[i].pcs[k] - 1;
+                        w = snprintf(want, sizeof want, "#\t0x%" PRIxPTR "\tfn_%" PRIxPTR "+0x1\tfile_%" PRIuPTR
+                                     ".c:%" PRIuPTR "\n", pc, pc, pc % 97, pc % 1000);
+                        REQUIRE(strncmp(line, want, (size_t) w) == 0);
+                        line += w;
+                }
+                REQUIRE(*line++ == '\n');
+                recs++;
+        }
+        ck_assert_uint_eq(recs, n);
+        ck_assert(strstr(line, "MAPPED_LIBRARIES:\n"));
+        free(s);
+
+        calls = 0;
+        int fd = open_out("many.folded", path, sizeof(path));
+        ck_assert_int_eq(profile_write_folded(fd, &p), 0);
+        s = read_all(path, &len);
+        done_out(fd, path);
+        ck_assert_uint_eq(calls, distinct);
+        line = s;
+        for (size_t i = 0; i < n; i++) {
+                char want[64];
+                for (size_t k = PROFILE_MAX_DEPTH; k-- > 0;) {
+                        int w = snprintf(want, sizeof want, "fn_%" PRIxPTR "%s", r[i].pcs[k] - 1, k ? ";" : " ");
+                        REQUIRE(strncmp(line, want, (size_t) w) == 0);
+                        line += w;
+                }
+                REQUIRE(strtoull(line, &eol, 10) == (n - i) * 16 && *eol == '\n');
+                line = eol + 1;
+        }
+        ck_assert_int_eq(*line, 0);
+        free(s);
+        free(seen);
+        free(r);
+}
+END_TEST
+
 START_TEST(test_errors) {
         struct profile p = sample_profile(NULL);
 
@@ -1044,6 +1131,7 @@ static Suite *profile_suite(void) {
         tcase_add_test(tc, test_text_bare);
         tcase_add_test(tc, test_text_float);
         tcase_add_test(tc, test_folded);
+        tcase_add_test(tc, test_text_folded_many);
         tcase_add_test(tc, test_errors);
         tcase_set_timeout(tc, 60);
         suite_add_tcase(s, tc);
