@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -22,6 +24,7 @@ struct client {
         struct proto_reader *reader;
         struct proto_msg msg;
         uint64_t next_id;
+        int passed_fd;          /* the last descriptor memd passed (SCM_RIGHTS), or -1 */
 };
 
 static void client_done(struct client *cl) {
@@ -29,6 +32,41 @@ static void client_done(struct client *cl) {
         proto_reader_free(cl->reader);
         if (cl->fd >= 0)
                 close(cl->fd);
+        if (cl->passed_fd >= 0)
+                close(cl->passed_fd);
+}
+
+/* recv() that keeps a descriptor memd passes with the bytes (only a
+ * PROFILE_DATA with fd carries one, and memctl has one request in flight):
+ * one still not taken when another arrives is closed. */
+static ssize_t client_recv(struct client *cl, void *buf, size_t len) {
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(4 * sizeof(int))];
+        } ctl;
+        struct iovec iov = { buf, len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                             .msg_controllen = sizeof ctl.buf };
+        ssize_t n = recvmsg(cl->fd, &mh, MSG_CMSG_CLOEXEC);
+
+        if (n < 0)
+                return n;
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h; h = CMSG_NXTHDR(&mh, h)) {
+                size_t k;
+
+                if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+                        continue;
+                k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; i++) {
+                        int fd;
+
+                        memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+                        if (cl->passed_fd >= 0)
+                                close(cl->passed_fd);
+                        cl->passed_fd = fd;
+                }
+        }
+        return n;
 }
 
 static int client_send(struct client *cl, const msgpack_sbuffer *sb) {
@@ -73,7 +111,7 @@ static int client_wait(struct client *cl, uint64_t id) {
                                 return 1;
                 if (r < 0)
                         return r;
-                ssize_t n = recv(cl->fd, buf, sizeof buf, 0);
+                ssize_t n = client_recv(cl, buf, sizeof buf);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -109,6 +147,7 @@ static int client_open(struct client *cl, const struct ctl *ctl) {
         int r;
 
         cl->fd = -1;
+        cl->passed_fd = -1;
         cl->next_id = 1;
         proto_msg_init(&cl->msg);
         if (proto_reader_new(&cl->reader) < 0) {
@@ -423,8 +462,69 @@ out:
         return ret;
 }
 
-/* Receives a formatted profile (PROFILE_DATA parts, id) and writes it to
- * fd.  Returns 0 or an exit code, having printed why. */
+/* Writes all of [buf, buf + len) to fd.  Returns 0 or -errno. */
+static int write_all(int fd, const void *buf, size_t len) {
+        for (size_t off = 0; off < len;) {
+                ssize_t n = write(fd, (const char *) buf + off, len - off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                off += (size_t) n;
+        }
+        return 0;
+}
+
+/* Copies the file memd passed (size bytes, from its start) to fd or mem:
+ * copy_file_range or sendfile where the kernel can, else read and write. */
+static int copy_passed(int from, uint64_t size, int fd, FILE *mem) {
+        static char buf[1 << 16];
+        struct stat st;
+        uint64_t done = 0;
+        bool kernel = !mem;
+
+        if (fstat(from, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t) st.st_size != size)
+                return -EBADMSG;
+        while (done < size && kernel) {
+                ssize_t n = copy_file_range(from, NULL, fd, NULL, size - done, 0);
+                if (n < 0 && errno != EINTR) {
+                        /* not two files (a pipe, a tty): sendfile; else by hand */
+                        n = sendfile(fd, from, NULL, size - done);
+                        if (n < 0 && errno != EINTR) {
+                                if (done > 0 || (errno != EINVAL && errno != ENOSYS && errno != EXDEV))
+                                        return -errno;
+                                kernel = false;
+                                break;
+                        }
+                }
+                if (n == 0)
+                        return -EBADMSG; /* shorter than it said */
+                if (n > 0)
+                        done += (uint64_t) n;
+        }
+        while (done < size) {
+                ssize_t n = pread(from, buf, sizeof buf, (off_t) done);
+                int r;
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EBADMSG;
+                if (mem)
+                        r = fwrite(buf, 1, (size_t) n, mem) == (size_t) n ? 0 : -ENOMEM;
+                else
+                        r = write_all(fd, buf, (size_t) n);
+                if (r < 0)
+                        return r;
+                done += (uint64_t) n;
+        }
+        return 0;
+}
+
+/* Receives a formatted profile (PROFILE_DATA parts, id, or one with the
+ * file passed) and writes it to fd, or to mem.  Returns 0 or an exit code,
+ * having printed why. */
 static int receive_profile(struct client *cl, uint64_t id, uint32_t pid, int fd, FILE *mem) {
         struct proto_profile_data d;
         uint32_t part = 0;
@@ -439,26 +539,29 @@ static int receive_profile(struct client *cl, uint64_t id, uint32_t pid, int fd,
                 if (cl->msg.type == PROTO_MSG_ERROR)
                         return target_error(cl, pid, "heap");
                 if (cl->msg.type != PROTO_MSG_PROFILE_DATA || proto_decode_profile_data(&cl->msg, &d) < 0 ||
-                    d.part != part) {
+                    d.part != part || (d.fd && cl->passed_fd < 0)) {
                         fprintf(stderr, "memctl: heap: memd sent a malformed profile\n");
                         return EXIT_FAIL;
                 }
-                if (mem) {
-                        if (d.data.len && fwrite(d.data.ptr, 1, d.data.len, mem) != d.data.len) {
-                                fprintf(stderr, "memctl: out of memory\n");
-                                return EXIT_FAIL;
-                        }
-                } else {
-                        for (size_t off = 0; off < d.data.len;) {
-                                ssize_t n = write(fd, (const char *) d.data.ptr + off, d.data.len - off);
-                                if (n < 0) {
-                                        if (errno == EINTR)
-                                                continue;
-                                        fprintf(stderr, "memctl: heap: cannot write the profile: %m\n");
-                                        return EXIT_FAIL;
-                                }
-                                off += (size_t) n;
-                        }
+                if (d.fd) {
+                        r = copy_passed(cl->passed_fd, d.size, fd, mem);
+                        close(cl->passed_fd);
+                        cl->passed_fd = -1;
+                } else if (mem)
+                        r = d.data.len && fwrite(d.data.ptr, 1, d.data.len, mem) != d.data.len ? -ENOMEM : 0;
+                else
+                        r = write_all(fd, d.data.ptr, d.data.len);
+                if (r == -ENOMEM) {
+                        fprintf(stderr, "memctl: out of memory\n");
+                        return EXIT_FAIL;
+                }
+                if (r == -EBADMSG) {
+                        fprintf(stderr, "memctl: heap: memd passed a malformed profile file\n");
+                        return EXIT_FAIL;
+                }
+                if (r < 0) {
+                        fprintf(stderr, "memctl: heap: cannot write the profile: %s\n", strerror(-r));
+                        return EXIT_FAIL;
                 }
                 if (d.final)
                         return 0;
@@ -468,7 +571,7 @@ static int receive_profile(struct client *cl, uint64_t id, uint32_t pid, int fd,
 
 /* memctl heap PID [-o FILE] [--format proto|text|folded] [--debug=1] */
 static int verb_heap(struct ctl *ctl, int argc, char **argv) {
-        struct proto_request q = { .format = PROTO_PROFILE_PPROF };
+        struct proto_request q = { .format = PROTO_PROFILE_PPROF, .fd = true };
         const char *out = NULL;
         struct client cl;
         uint64_t id;
@@ -600,7 +703,7 @@ static int samples_parse(char *text, size_t len, struct samples *ret) {
 
 /* memctl top PID [-n N] [--cum] [--sample inuse_space|inuse_objects|alloc_space|alloc_objects] */
 static int verb_top(struct ctl *ctl, int argc, char **argv) {
-        struct proto_request q = { .format = PROTO_PROFILE_SAMPLES };
+        struct proto_request q = { .format = PROTO_PROFILE_SAMPLES, .fd = true };
         struct top_options opt = TOP_OPTIONS_INIT;
         struct samples sm = {};
         struct client cl;

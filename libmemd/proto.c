@@ -263,6 +263,7 @@ static const struct proto_field request_table[] = {
 static const struct proto_field profile_request_table[] = {
         F("pid", U32, struct proto_request, pid, false),
         F("format", U32, struct proto_request, format, false),
+        F("fd", BOOL, struct proto_request, fd, false),
         FEND
 };
 
@@ -272,6 +273,8 @@ static const struct proto_field profile_data_table[] = {
         F("part", U32, struct proto_profile_data, part, true),
         F("final", BOOL, struct proto_profile_data, final, true),
         FA("data", BIN, struct proto_profile_data, data, true, PROTO_DATA_PART_BYTES),
+        F("fd", BOOL, struct proto_profile_data, fd, false),
+        F("size", U64, struct proto_profile_data, size, false),
         FEND
 };
 
@@ -1084,7 +1087,11 @@ int proto_decode_profile_data(const struct proto_msg *m, struct proto_profile_da
 
         *ret = (struct proto_profile_data) {};
         r = proto_decode(m->body, profile_data_table, ret);
-        return r < 0 ? r : ret->format > PROTO_PROFILE_FORMAT_MAX ? -EBADMSG : 0;
+        if (r < 0)
+                return r;
+        if (ret->format > PROTO_PROFILE_FORMAT_MAX || (ret->fd && (ret->part != 0 || !ret->final || ret->data.len)))
+                return -EBADMSG;
+        return 0;
 }
 
 int proto_decode_gc_result(const struct proto_msg *m, struct proto_gc_result *ret) {

@@ -248,6 +248,7 @@ struct proto_request {
         uint32_t pid;           /* optional: target process, 0 = none/all */
         uint64_t value;         /* SET_RATE: rate_bytes; SET_MEMORY_LIMIT: limit_bytes (0 = none) */
         uint32_t format;        /* PROFILE_REQUEST: enum proto_profile_format, optional (0) */
+        bool fd;                /* PROFILE_REQUEST: the client takes the file as a descriptor */
 };
 
 /* PROFILE_DATA: one part of a formatted profile. */
@@ -258,6 +259,9 @@ struct proto_profile_data {
         uint32_t part;          /* required: 0-based */
         bool final;             /* required: the last part */
         struct proto_bin data;  /* required: <= PROTO_DATA_PART_BYTES */
+        bool fd;                /* optional: the whole file came as a descriptor (SCM_RIGHTS) with
+                                   this message, which is then the only, final part, data empty */
+        uint64_t size;          /* optional: with fd, the file's length */
 };
 
 struct proto_gc_result {

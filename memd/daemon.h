@@ -78,6 +78,8 @@ struct conn {
         struct process *process; /* agents: their registry entry */
         char *out;
         size_t out_len, out_off, out_cap;
+        int out_fd;             /* -1, or a descriptor to pass (SCM_RIGHTS) with the byte at out_fd_at */
+        size_t out_fd_at;
         struct subscription sub;
         bool draining;          /* output waits for the socket (counted in server.n_draining) */
         struct conn *prev, *next;
@@ -142,6 +144,9 @@ void server_stop(struct server *s);
  * Returns 0, or -ENOBUFS when the peer has too much unread output (the
  * caller closes it). */
 int conn_send(struct conn *c, const msgpack_sbuffer *buf);
+/* The same, passing fd with the message's first byte (SCM_RIGHTS).  fd is
+ * taken, even on failure; -EBUSY while another one waits to go. */
+int conn_send_fd(struct conn *c, const msgpack_sbuffer *buf, int fd);
 /* A connection over fd (non-blocking) from the peer SO_PEERCRED named;
  * NULL when out of memory (fd is then the caller's). */
 struct conn *conn_new(struct server *s, int fd, pid_t pid, uid_t uid);

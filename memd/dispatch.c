@@ -44,17 +44,23 @@ static int bad_body(struct conn *c, const struct proto_msg *m, int r) {
         return r;
 }
 
-/* Sends what pk packed into sb; on failure the connection is closed by the
- * caller (returns -errno, logged). */
-static int send_packed(struct conn *c, msgpack_sbuffer *sb, int r) {
+/* Sends what pk packed into sb, with fd when >= 0 (taken, conn_send_fd); on
+ * failure the connection is closed by the caller (returns -errno, logged). */
+static int send_packed_fd(struct conn *c, msgpack_sbuffer *sb, int r, int fd) {
         if (r >= 0 && sb->size > PROTO_MAX_FRAME_BYTES)
                 r = -EMSGSIZE;
         if (r >= 0)
-                r = conn_send(c, sb);
+                r = fd >= 0 ? conn_send_fd(c, sb, fd) : conn_send(c, sb);
+        else if (fd >= 0)
+                close(fd);
         msgpack_sbuffer_destroy(sb);
         if (r < 0)
                 return log_errno(LOG_WARNING, r, "closing connection of pid %d: cannot reply: %m", (int) c->pid);
         return 0;
+}
+
+static int send_packed(struct conn *c, msgpack_sbuffer *sb, int r) {
+        return send_packed_fd(c, sb, r, -1);
 }
 
 #define PACK_INIT(sb, pk)                                             \
@@ -284,9 +290,11 @@ static int dispatch_forward(struct conn *c, const struct proto_msg *m) {
         return 0;
 }
 
-/* A formatted profile, written by memd from its copy, in PROFILE_DATA parts
- * of at most PROTO_DATA_PART_BYTES. */
-static int send_formatted(struct conn *c, uint64_t id, const struct process *p, uint32_t format) {
+/* A formatted profile, written by memd from its copy: the memfd itself when
+ * the client takes descriptors (one PROFILE_DATA with fd, the file passed
+ * with SCM_RIGHTS: no copy through the socket, 17 MiB for a text profile of
+ * 10,000 stacks), else PROFILE_DATA parts of at most PROTO_DATA_PART_BYTES. */
+static int send_formatted(struct conn *c, uint64_t id, const struct process *p, uint32_t format, bool pass_fd) {
         struct proto_profile_data d = { .pid = (uint32_t) p->pid, .format = format };
         msgpack_sbuffer sb;
         msgpack_packer pk;
@@ -297,6 +305,13 @@ static int send_formatted(struct conn *c, uint64_t id, const struct process *p, 
         r = heap_write_memfd(p, format, &fd, &len);
         if (r < 0)
                 return reply_error(c, id, -r, "cannot write the profile");
+        if (pass_fd && c->out_fd < 0) {
+                d.final = true;
+                d.fd = true;
+                d.size = len;
+                PACK_INIT(sb, pk);
+                return send_packed_fd(c, &sb, proto_pack_profile_data(&pk, id, &d), fd);
+        }
         buf = malloc(PROTO_DATA_PART_BYTES);
         if (!buf) {
                 close(fd);
@@ -344,7 +359,7 @@ static int dispatch_profile_request(struct conn *c, const struct proto_msg *m) {
         if (!p)
                 return r;
         if (q.format != PROTO_PROFILE_RAW)
-                return send_formatted(c, m->id, p, q.format);
+                return send_formatted(c, m->id, p, q.format, q.fd);
         n = p->mappings.n;
         pm = calloc(n ? n : 1, sizeof(*pm));
         recs = calloc(PARTS_BUCKETS, sizeof(*recs));

@@ -159,10 +159,40 @@ static void conn_update_events(struct conn *c) {
         ev_io_start(c->server->loop, &c->io);
 }
 
+/* Sends the bytes from out_off, passing out_fd with its byte. */
+static ssize_t conn_write(struct conn *c) {
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } ctl = {};
+        struct iovec iov = { c->out + c->out_off, c->out_len - c->out_off };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t n;
+
+        if (c->out_fd < 0)
+                return write(c->fd, iov.iov_base, iov.iov_len);
+        if (c->out_off < c->out_fd_at) {        /* the bytes before it first */
+                iov.iov_len = c->out_fd_at - c->out_off;
+                return write(c->fd, iov.iov_base, iov.iov_len);
+        }
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = sizeof ctl.buf;
+        ctl.h.cmsg_level = SOL_SOCKET;
+        ctl.h.cmsg_type = SCM_RIGHTS;
+        ctl.h.cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(&ctl.h), &c->out_fd, sizeof(int));
+        n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (n > 0) {
+                close(c->out_fd);
+                c->out_fd = -1;
+        }
+        return n;
+}
+
 /* Writes what the socket takes.  Returns 0 or -errno (close the peer). */
 static int conn_flush(struct conn *c) {
         while (c->out_off < c->out_len) {
-                ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+                ssize_t n = conn_write(c);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -178,15 +208,28 @@ static int conn_flush(struct conn *c) {
         return 0;
 }
 
-int conn_send(struct conn *c, const msgpack_sbuffer *buf) {
+/* Appends buf to the output; with fd >= 0, the descriptor goes with buf's
+ * first byte.  fd is taken: closed here on failure, else once sent or with
+ * the connection. */
+static int conn_queue(struct conn *c, const msgpack_sbuffer *buf, int fd) {
         size_t pending = c->out_len - c->out_off;
+        int r = 0;
 
         if (pending + buf->size > CONN_OUT_MAX_BYTES)
-                return -ENOBUFS;
+                r = -ENOBUFS;
+        else if (fd >= 0 && (c->out_fd >= 0 || buf->size == 0))
+                r = -EBUSY;
+        if (r < 0) {
+                if (fd >= 0)
+                        close(fd);
+                return r;
+        }
         /* Compact only when the sent part is most of the buffer: a reply
          * queued in parts must not move the unsent bytes for each part. */
         if (c->out_off > 0 && (c->out_off >= c->out_cap / 2 || c->out_len + buf->size > c->out_cap)) {
                 memmove(c->out, c->out + c->out_off, pending);
+                if (c->out_fd >= 0)
+                        c->out_fd_at -= c->out_off;
                 c->out_off = 0;
                 c->out_len = pending;
         }
@@ -197,14 +240,29 @@ int conn_send(struct conn *c, const msgpack_sbuffer *buf) {
                 while (cap < c->out_len + buf->size)
                         cap *= 2;
                 p = realloc(c->out, cap);
-                if (!p)
+                if (!p) {
+                        if (fd >= 0)
+                                close(fd);
                         return -ENOMEM;
+                }
                 c->out = p;
                 c->out_cap = cap;
+        }
+        if (fd >= 0) {
+                c->out_fd = fd;
+                c->out_fd_at = c->out_len;
         }
         memcpy(c->out + c->out_len, buf->data, buf->size);
         c->out_len += buf->size;
         return conn_flush(c);
+}
+
+int conn_send(struct conn *c, const msgpack_sbuffer *buf) {
+        return conn_queue(c, buf, -1);
+}
+
+int conn_send_fd(struct conn *c, const msgpack_sbuffer *buf, int fd) {
+        return conn_queue(c, buf, fd);
 }
 
 void conn_free(struct conn *c) {
@@ -219,6 +277,8 @@ void conn_free(struct conn *c) {
         proto_msg_done(&c->msg);
         proto_reader_free(c->reader);
         free(c->out);
+        if (c->out_fd >= 0)
+                close(c->out_fd);
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -297,6 +357,7 @@ struct conn *conn_new(struct server *s, int fd, pid_t pid, uid_t uid) {
         }
         c->server = s;
         c->fd = fd;
+        c->out_fd = -1;
         c->pid = pid;
         c->uid = uid;
         proto_msg_init(&c->msg);

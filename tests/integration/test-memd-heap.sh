@@ -72,6 +72,12 @@ inuse=$(echo "$totals" | cut -d' ' -f2)
 [ "$sum" = "$inuse" ] || bad "folded values sum to $sum, in-use bytes are $inuse"
 grep -Evq '^[^ ]+ [0-9]+$' "$tmp/heap.folded" && bad "a folded line is not 'frames value': $(grep -Ev '^[^ ]+ [0-9]+$' "$tmp/heap.folded" | head -2)"
 
+note "memd passes the file to memctl (SCM_RIGHTS): the same bytes to a file, a pipe, and -o"
+ctl heap "$cs" --format folded | cat >"$tmp/heap-pipe.folded" || bad "memctl heap into a pipe failed"
+ctl heap "$cs" --format folded -o "$tmp/heap-o.folded" 2>/dev/null || bad "memctl heap -o (folded) failed"
+cmp -s "$tmp/heap.folded" "$tmp/heap-pipe.folded" || bad "memctl heap wrote different bytes into a pipe"
+cmp -s "$tmp/heap.folded" "$tmp/heap-o.folded" || bad "memctl heap wrote different bytes with -o"
+
 note "bad options are usage errors; an unattached pid is an error and leaves no file"
 r=0; ctl heap "$cs" --format yaml >/dev/null 2>"$tmp/err" || r=$?
 [ "$r" -eq 2 ] || bad "--format yaml exited $r, want 2"

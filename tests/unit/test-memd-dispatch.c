@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +54,7 @@ struct peer {
         uid_t uid;
         struct proto_reader *r;
         struct proto_msg m;     /* the last message memd sent */
+        int passed_fd;          /* the last descriptor memd passed (SCM_RIGHTS), or -1 */
 };
 
 #define MAX_PEERS 16
@@ -91,6 +93,8 @@ static void teardown(void) {
                         continue;
                 if (p->fd >= 0)
                         close(p->fd);
+                if (p->passed_fd >= 0)
+                        close(p->passed_fd);
                 proto_msg_done(&p->m);
                 proto_reader_free(p->r);
                 p->used = false;
@@ -142,7 +146,7 @@ static struct peer *peer_new(pid_t pid, uid_t uid) {
                         p = &peers[i];
         ck_assert_ptr_nonnull(p);
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-        *p = (struct peer) { .used = true, .fd = sv[1], .pid = pid, .uid = uid };
+        *p = (struct peer) { .used = true, .fd = sv[1], .pid = pid, .uid = uid, .passed_fd = -1 };
         ck_assert_int_eq(proto_reader_new(&p->r), 0);
         proto_msg_init(&p->m);
         p->c = conn_new(&srv, sv[0], pid, uid);
@@ -210,6 +214,28 @@ static void peer_hangup(struct peer *p) {
                 r_;                                                            \
         })
 
+/* read(), keeping a descriptor memd passes (at most one at a time). */
+static ssize_t peer_recv(struct peer *p, void *buf, size_t len) {
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } ctl;
+        struct iovec iov = { buf, len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                             .msg_controllen = sizeof ctl.buf };
+        ssize_t n = recvmsg(p->fd, &mh, MSG_CMSG_CLOEXEC);
+        struct cmsghdr *h = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+
+        if (h) {
+                ck_assert(!(mh.msg_flags & MSG_CTRUNC));
+                ck_assert_int_eq(h->cmsg_type, SCM_RIGHTS);
+                ck_assert_uint_eq(h->cmsg_len, CMSG_LEN(sizeof(int)));
+                ck_assert_int_eq(p->passed_fd, -1);
+                memcpy(&p->passed_fd, CMSG_DATA(h), sizeof(int));
+        }
+        return n;
+}
+
 /* The next message memd sent p, into p->m (running the loop so memd writes
  * what it queued and fires its timers).  Fails after 10 s or on EOF. */
 static void peer_next(struct peer *p) {
@@ -223,7 +249,7 @@ static void peer_next(struct peer *p) {
                 ck_assert_int_ge(k, 0);
                 if (k == 1)
                         return;
-                n = read(p->fd, buf, sizeof(buf));
+                n = peer_recv(p, buf, sizeof(buf));
                 if (n > 0) {
                         ck_assert_int_eq(proto_reader_feed(p->r, buf, (size_t) n), 0);
                         deadline = mono() + 10;
@@ -1303,6 +1329,69 @@ START_TEST(test_profile_request_empty) {
 }
 END_TEST
 
+/* A formatted profile asked for with fd: one final PROFILE_DATA and the
+ * file passed with it, the same bytes as the parts memd sends otherwise. */
+START_TEST(test_profile_formatted_fd) {
+        enum { N = 3000 };
+        struct peer *a = agent_new(getpid(), 0), *c = control_new(0);
+        struct profile_record *recs = calloc(N, sizeof(*recs));
+        struct proto_profile_data d;
+        char *parts = NULL, *passed;
+        size_t len = 0;
+        struct stat st;
+
+        ck_assert_ptr_nonnull(recs);
+        for (size_t i = 0; i < N; i++)
+                make_rec(&recs[i], i);
+        ck_assert_int_eq(send_profile(a, PROTO_MSG_PROFILE_SNAPSHOT, 1, 0, true, recs, N), 0);
+        for (uint32_t format = PROTO_PROFILE_PPROF; format <= PROTO_PROFILE_SAMPLES; format++) {
+                struct proto_request q = { .pid = (uint32_t) getpid(), .format = format };
+                FILE *mem = open_memstream(&parts, &len);
+
+                ck_assert_ptr_nonnull(mem);
+                ck_assert_int_eq(SEND(c, proto_pack_request(pk, PROTO_MSG_PROFILE_REQUEST, 1400 + format, &q)), 0);
+                for (uint32_t part = 0;; part++) {
+                        peer_expect(c, PROTO_MSG_PROFILE_DATA, 1400 + format);
+                        ck_assert_int_eq(proto_decode_profile_data(&c->m, &d), 0);
+                        ck_assert(!d.fd);
+                        ck_assert_uint_eq(d.part, part);
+                        ck_assert_uint_eq(fwrite(d.data.ptr, 1, d.data.len, mem), d.data.len);
+                        if (d.final)
+                                break;
+                }
+                ck_assert_int_eq(fclose(mem), 0);
+                ck_assert_int_eq(c->passed_fd, -1);
+                if (format != PROTO_PROFILE_SAMPLES) /* stacks of unknown pcs: no samples line is empty */
+                        ck_assert_uint_gt(len, 1000);
+
+                q.fd = true;
+                ck_assert_int_eq(SEND(c, proto_pack_request(pk, PROTO_MSG_PROFILE_REQUEST, 1410 + format, &q)), 0);
+                peer_expect(c, PROTO_MSG_PROFILE_DATA, 1410 + format);
+                ck_assert_int_eq(proto_decode_profile_data(&c->m, &d), 0);
+                ck_assert(d.fd && d.final);
+                ck_assert_uint_eq(d.part, 0);
+                ck_assert_uint_eq(d.data.len, 0);
+                ck_assert_uint_eq(d.format, format);
+                ck_assert_uint_eq(d.size, len);
+                ck_assert_int_ge(c->passed_fd, 0);
+                ck_assert_int_eq(fstat(c->passed_fd, &st), 0);
+                ck_assert(S_ISREG(st.st_mode));
+                ck_assert_uint_eq(st.st_size, len);
+                passed = malloc(len + 1);
+                ck_assert_ptr_nonnull(passed);
+                ck_assert_int_eq(pread(c->passed_fd, passed, len + 1, 0), (ssize_t) len);
+                ck_assert(memcmp(passed, parts, len) == 0);
+                close(c->passed_fd);
+                c->passed_fd = -1;
+                free(passed);
+                free(parts);
+                parts = NULL;
+        }
+        peer_expect_quiet(c);
+        free(recs);
+}
+END_TEST
+
 /* A second connection of the same pid replaces the first: the old one is
  * closed, what it was asked fails with ESRCH, the new one is the agent. */
 START_TEST(test_reattach) {
@@ -1501,6 +1590,7 @@ static Suite *dispatch_suite(void) {
         tcase_add_test(tc, test_subscribe);
         tcase_add_test(tc, test_profile_request);
         tcase_add_test(tc, test_profile_request_empty);
+        tcase_add_test(tc, test_profile_formatted_fd);
 
         tc = add_tcase(s, "requests");
         tcase_add_test(tc, test_gc_relay);

@@ -453,6 +453,56 @@ START_TEST(test_requests) {
 }
 END_TEST
 
+/* PROFILE_REQUEST's fd flag; PROFILE_DATA parts, and the one that says the
+ * file came as a descriptor: then it is part 0, final, without data. */
+START_TEST(test_profile_data) {
+        static const struct {
+                uint32_t part;
+                bool final, fd;
+                uint32_t data_len;
+                int want;
+        } cases[] = {
+                { 0, false, false, 5, 0 },  { 3, true, false, 0, 0 },  { 0, true, true, 0, 0 },
+                { 1, true, true, 0, -EBADMSG }, { 0, false, true, 0, -EBADMSG }, { 0, true, true, 5, -EBADMSG },
+        };
+        struct proto_request q = { .pid = 7, .format = PROTO_PROFILE_TEXT, .fd = true }, gq;
+        struct proto_profile_data d, got;
+        struct proto_reader *r;
+        struct proto_msg m;
+        struct out o;
+
+        out_init(&o);
+        ck_assert_int_eq(proto_pack_request(&o.pk, PROTO_MSG_PROFILE_REQUEST, 1, &q), 0);
+        r = read_msg(&o, &m, PROTO_MSG_PROFILE_REQUEST);
+        ck_assert_int_eq(proto_decode_request(&m, &gq), 0);
+        ck_assert(gq.fd);
+        ck_assert_uint_eq(gq.format, PROTO_PROFILE_TEXT);
+        proto_msg_done(&m);
+        proto_reader_free(r);
+        out_done(&o);
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                d = (struct proto_profile_data) { .pid = 7, .format = PROTO_PROFILE_FOLDED, .part = cases[i].part,
+                                                  .final = cases[i].final, .fd = cases[i].fd,
+                                                  .size = cases[i].fd ? 12345 : 0,
+                                                  .data = { "hello", cases[i].data_len } };
+                out_init(&o);
+                ck_assert_int_eq(proto_pack_profile_data(&o.pk, 2, &d), 0);
+                r = read_msg(&o, &m, PROTO_MSG_PROFILE_DATA);
+                ck_assert_int_eq(proto_decode_profile_data(&m, &got), cases[i].want);
+                if (cases[i].want == 0) {
+                        ck_assert_uint_eq(got.part, d.part);
+                        ck_assert_int_eq(got.final, d.final);
+                        ck_assert_int_eq(got.fd, d.fd);
+                        ck_assert_uint_eq(got.size, d.size);
+                        ck_assert_uint_eq(got.data.len, d.data.len);
+                }
+                proto_msg_done(&m);
+                proto_reader_free(r);
+                out_done(&o);
+        }
+}
+END_TEST
+
 START_TEST(test_results) {
         static struct proto_gc_result g, gg;
         static struct proto_scavenge_result s, gs;
@@ -1356,6 +1406,7 @@ static Suite *proto_suite(void) {
         tcase_add_test(tc, test_mappings);
         tcase_add_test(tc, test_event);
         tcase_add_test(tc, test_requests);
+        tcase_add_test(tc, test_profile_data);
         tcase_add_test(tc, test_results);
         tcase_add_test(tc, test_status_reply);
         tcase_add_test(tc, test_envelope);
