@@ -308,18 +308,21 @@ static int send_mappings(struct agent *a, uint64_t id, bool force) {
 
                 if (profile_parse_maps_line(s, le, &x->start, &x->limit, &x->offset, &path, &path_len) &&
                     path_len < sizeof(x->path)) {
-                        ssize_t k = -1;
+                        /* From the loaded object's own note: the file at
+                         * the path may have been replaced or deleted since. */
+                        ssize_t k = profile_loaded_build_id((uintptr_t) x->start, x->build_id, sizeof(x->build_id));
 
                         memcpy(x->path, path, path_len);
                         x->path[path_len] = 0;
-                        /* " (deleted)" binaries keep their build-id in the mapping only. */
-                        for (size_t i = 0; i < n; i++)
+                        /* Not loaded by ld.so (mapped by hand): the file's,
+                         * or an earlier mapping's of the same path. */
+                        for (size_t i = 0; k == -ENOENT && i < n; i++)
                                 if (!strcmp(m[i].path, x->path)) {
                                         memcpy(x->build_id, m[i].build_id, m[i].build_id_len);
                                         k = m[i].build_id_len;
                                         break;
                                 }
-                        if (k < 0)
+                        if (k == -ENOENT)
                                 k = profile_read_build_id(x->path, x->build_id, sizeof(x->build_id));
                         x->build_id_len = k > 0 ? (uint32_t) k : 0;
                         n++;

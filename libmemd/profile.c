@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <link.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -720,9 +721,10 @@ static int mappings_parse(const struct profile *p, struct strtab *st,
                                 const char *root = p->root ? p->root : "";
                                 uint8_t id[BUILD_ID_MAX];
                                 char hex[2 * BUILD_ID_MAX + 1];
-                                ssize_t r = -ENAMETOOLONG;
+                                ssize_t r = p->build_id ? p->build_id(start, id, sizeof(id), p->build_id_ctx)
+                                                        : -ENODATA;
 
-                                if (path_len < sizeof(full)) {
+                                if (r <= 0 && path_len < sizeof(full)) {
                                         int k = snprintf(full, sizeof(full), "%s%.*s", root, (int) path_len, path);
                                         if (k > 0 && (size_t) k < sizeof(full))
                                                 r = profile_read_build_id(full, id, sizeof(id));
@@ -1316,26 +1318,12 @@ static uint64_t align_up(uint64_t v, uint64_t a) {
         return (v + a - 1) & ~(a - 1);
 }
 
-/* Scans one note area for NT_GNU_BUILD_ID.  Returns its length, -ENODATA
- * if it is not there, or -errno. */
-static ssize_t notes_scan(int fd, uint64_t off, uint64_t size, uint64_t align,
-                          uint8_t *buf, size_t buf_len) {
-        uint8_t *notes;
+/* Finds NT_GNU_BUILD_ID in notes[0, size).  Returns its length, -ENODATA
+ * if it is not there, or -ENOBUFS. */
+static ssize_t notes_find(const uint8_t *notes, uint64_t size, uint64_t align, uint8_t *buf, size_t buf_len) {
         uint64_t pos = 0;
-        ssize_t r = -ENODATA;
 
-        if (size < sizeof(Elf64_Nhdr) || size > NOTE_MAX_BYTES)
-                return -ENODATA;
         align = align == 8 ? 8 : 4;     /* 0 and 1 mean 4 in practice */
-        notes = malloc(size);
-        if (!notes)
-                return -ENOMEM;
-        r = pread_full(fd, notes, size, off);
-        if (r < 0)
-                goto done;
-        if ((uint64_t) r < size)
-                size = (uint64_t) r;
-        r = -ENODATA;
         while (size - pos >= sizeof(Elf64_Nhdr)) {
                 Elf64_Nhdr nh;
                 uint64_t name_off, desc_off;
@@ -1347,19 +1335,70 @@ static ssize_t notes_scan(int fd, uint64_t off, uint64_t size, uint64_t align,
                         break;
                 if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
                     memcmp(notes + name_off, "GNU", 4) == 0 && nh.n_descsz > 0) {
-                        if (nh.n_descsz > buf_len) {
-                                r = -ENOBUFS;
-                                goto done;
-                        }
+                        if (nh.n_descsz > buf_len)
+                                return -ENOBUFS;
                         memcpy(buf, notes + desc_off, nh.n_descsz);
-                        r = (ssize_t) nh.n_descsz;
-                        goto done;
+                        return (ssize_t) nh.n_descsz;
                 }
                 pos = align_up(desc_off + nh.n_descsz, align);
         }
-done:
+        return -ENODATA;
+}
+
+/* Scans one note area of a file for NT_GNU_BUILD_ID.  Returns its length,
+ * -ENODATA if it is not there, or -errno. */
+static ssize_t notes_scan(int fd, uint64_t off, uint64_t size, uint64_t align,
+                          uint8_t *buf, size_t buf_len) {
+        uint8_t *notes;
+        ssize_t r;
+
+        if (size < sizeof(Elf64_Nhdr) || size > NOTE_MAX_BYTES)
+                return -ENODATA;
+        notes = malloc(size);
+        if (!notes)
+                return -ENOMEM;
+        r = pread_full(fd, notes, size, off);
+        if (r >= 0)
+                r = notes_find(notes, (uint64_t) r < size ? (uint64_t) r : size, align, buf, buf_len);
         free(notes);
         return r;
+}
+
+struct loaded_query {
+        uintptr_t addr;
+        uint8_t *buf;
+        size_t buf_len;
+        ssize_t r;
+};
+
+static int loaded_object(struct dl_phdr_info *info, size_t size, void *data) {
+        struct loaded_query *q = data;
+        bool inside = false;
+
+        (void) size;
+        for (int i = 0; i < info->dlpi_phnum && !inside; i++) {
+                const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+                uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+                inside = ph->p_type == PT_LOAD && q->addr >= (lo & ~(uintptr_t) 4095) && q->addr < lo + ph->p_memsz;
+        }
+        if (!inside)
+                return 0;
+        for (int i = 0; i < info->dlpi_phnum; i++) {
+                const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+                if (ph->p_type != PT_NOTE || ph->p_filesz < sizeof(Elf64_Nhdr) || ph->p_filesz > NOTE_MAX_BYTES)
+                        continue;
+                q->r = notes_find((const uint8_t *) (info->dlpi_addr + ph->p_vaddr), ph->p_filesz, ph->p_align,
+                                  q->buf, q->buf_len);
+                if (q->r != -ENODATA)
+                        break;
+        }
+        return 1; /* the object holding addr: stop */
+}
+
+ssize_t profile_loaded_build_id(uintptr_t addr, uint8_t *buf, size_t buf_len) {
+        struct loaded_query q = { .addr = addr, .buf = buf, .buf_len = buf_len, .r = -ENODATA };
+
+        return dl_iterate_phdr(loaded_object, &q) ? q.r : -ENOENT;
 }
 
 ssize_t profile_read_build_id(const char *path, uint8_t *buf, size_t buf_len) {

@@ -70,6 +70,10 @@ struct profile {
         profile_symbolize_fn symbolize; /* may be NULL */
         void *symbolize_ctx;
         profile_lines_fn lines;         /* may be NULL; the pprof writer prefers it (inlined frames) */
+        /* May be NULL: the build-id of the mapping starting at start, into
+         * buf; its length, or < 0 to read it from the file (root + path). */
+        ssize_t (*build_id)(uint64_t start, uint8_t *buf, size_t buf_len, void *ctx);
+        void *build_id_ctx;
 };
 
 /* Each writes the whole profile to fd and returns 0 or -errno.  They may
@@ -87,5 +91,10 @@ bool profile_parse_maps_line(const char *p, const char *end, uint64_t *start, ui
 /* Reads the GNU build-id note of the ELF file at path into buf as raw bytes.
  * Returns its length, or -errno. */
 ssize_t profile_read_build_id(const char *path, uint8_t *buf, size_t buf_len);
+/* The same, from memory: the build-id note of the object loaded in this
+ * process (dl_iterate_phdr) that maps addr -- right even when the file at
+ * its path was replaced or deleted since.  -ENOENT: no loaded object maps
+ * addr; -ENODATA: it has no build-id. */
+ssize_t profile_loaded_build_id(uintptr_t addr, uint8_t *buf, size_t buf_len);
 
 #endif

@@ -13,6 +13,12 @@
 /* Best-effort names for the text format's "#" lines: dynamic symbols only
  * (dladdr); pprof symbolizes fully from the binaries named in the mappings,
  * and memd does it with DWARF. */
+/* This process's objects carry their build-ids in memory. */
+static ssize_t loaded_build_id(uint64_t start, uint8_t *buf, size_t buf_len, void *ctx) {
+        (void) ctx;
+        return profile_loaded_build_id((uintptr_t) start, buf, buf_len);
+}
+
 static int symbolize_dladdr(uintptr_t pc, char *name, size_t name_len, char *where, size_t where_len,
                             void *ctx _unused_) {
         Dl_info info;
@@ -92,6 +98,7 @@ static int write_profile(const char *path, int fd, enum memd_profile_format form
          * in the table were taken at the last rate that was not 0. */
         p.rate_bytes = atomic_load(&memd_config.last_rate);
         p.root = "";
+        p.build_id = loaded_build_id;
         p.stats = &stats;
         p.time_ns = now_ns(CLOCK_REALTIME);
         p.symbolize = symbolize_dladdr;

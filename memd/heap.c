@@ -196,6 +196,23 @@ static int write_samples(int fd, const struct process *p, const struct profile *
         return r;
 }
 
+/* The build-id the agent read from the object loaded at start (the file at
+ * the path may have been replaced since); < 0: read the file. */
+static ssize_t mapping_build_id(uint64_t start, uint8_t *buf, size_t buf_len, void *ctx) {
+        const struct process *p = ctx;
+
+        for (size_t i = 0; i < p->mappings.n; i++) {
+                const struct mapping *m = &p->mappings.v[i];
+                if (m->start != start)
+                        continue;
+                if (!m->build_id_len || m->build_id_len > buf_len)
+                        return -ENODATA;
+                memcpy(buf, m->build_id, m->build_id_len);
+                return (ssize_t) m->build_id_len;
+        }
+        return -ENOENT;
+}
+
 int heap_write(const struct process *p, uint32_t format, int fd) {
         struct server *s = p->server;
         struct sym_ctx sc = { .pid = p->exited_ns ? 0 : p->pid };
@@ -240,6 +257,8 @@ int heap_write(const struct process *p, uint32_t format, int fd) {
         prof.maps_text = maps;
         prof.maps_len = maps_len;
         prof.root = root;
+        prof.build_id = mapping_build_id;
+        prof.build_id_ctx = (void *) p;
         prof.stats = p->has_stats ? &p->stats : NULL;
         prof.time_ns = p->profile.time_ns;
         if (sc.sym) {

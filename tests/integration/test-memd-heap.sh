@@ -144,7 +144,7 @@ grep -Eq ' std::__cxx11::basic_string::_M_(mutate|construct|create)$' "$tmp/cxx-
         bad "memctl top shows no demangled std::__cxx11::basic_string function: $(tr '\n' '|' <"$tmp/cxx-top.txt")"
 grep -q '_Z' "$tmp/cxx-top.txt" && bad "memctl top shows mangled names: $(grep _Z "$tmp/cxx-top.txt" | head -3)"
 
-note "a binary deleted while it runs still symbolizes (/proc/PID/map_files); a stripped one gives addresses"
+note "a binary deleted or replaced while it runs still symbolizes (/proc/PID/map_files) and keeps its build-id; a stripped one gives addresses"
 cp "$PROGS/callsites" "$tmp/callsites-copy"
 # Every allocation sampled: at the default rate a 1 MiB site has no sample
 # one run in seven (e^-2), and the check below would fail by chance.
@@ -152,10 +152,18 @@ MEMD_PROFILE_RATE=1 LD_PRELOAD=$LIBMEMD "$tmp/callsites-copy" -s 1 -t 1 -w >"$tm
 del=$!
 agent_pid=$del
 for _ in $(seq 200); do grep -q '^waiting' "$tmp/del.out" && break; sleep 0.05; done
-rm "$tmp/callsites-copy"
+# Replaced: another program now at the path, the running one deleted.
+cp "$(type -P true)" "$tmp/callsites-new"
+mv "$tmp/callsites-new" "$tmp/callsites-copy"
 sleep 1.5
 ctl top "$del" >"$tmp/del-top.txt" 2>&1 || bad "memctl top of a deleted binary failed: $(cat "$tmp/del-top.txt")"
 grep -Eq ' site_keep_64k$' "$tmp/del-top.txt" || bad "a deleted binary lost its names: $(cat "$tmp/del-top.txt")"
+# Its build-id is the running code's (read from the loaded object), not the new file's.
+want_bid=$(readelf -n "$PROGS/callsites" | sed -n 's/.*Build ID: *//p')
+ctl heap "$del" -o "$tmp/del.pb.gz" 2>/dev/null || bad "memctl heap of a replaced binary failed"
+go tool pprof -raw "$tmp/del.pb.gz" 2>/dev/null | grep -F "callsites-copy" >"$tmp/del-map.txt" || true
+grep -q " $want_bid" "$tmp/del-map.txt" ||
+        bad "the replaced binary's mapping does not carry its build-id $want_bid: $(cat "$tmp/del-map.txt")"
 kill -TERM "$del"; wait "$del" || true
 # Without its build-id too: with it, memd would rightly name the frames from
 # the unstripped build it has already read (same build-id, same code).

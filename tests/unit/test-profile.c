@@ -2,6 +2,7 @@
 
 #include <check.h>
 #include <elf.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1031,6 +1032,33 @@ START_TEST(test_build_id_self) {
 }
 END_TEST
 
+/* From memory: the test program's and libc's build-ids equal their files';
+ * an address no object maps, and too small a buffer, are errors. */
+START_TEST(test_build_id_loaded) {
+        uint8_t id[64], fid[64];
+        int on_stack = 0;
+        void *heap = malloc(16);
+        ssize_t n = profile_loaded_build_id((uintptr_t) site_root, id, sizeof(id));
+
+        ck_assert_int_eq(n, 20);
+        ck_assert_int_eq(profile_read_build_id("/proc/self/exe", fid, sizeof(fid)), 20);
+        ck_assert(memcmp(id, fid, 20) == 0);
+
+        Dl_info info;
+        ck_assert(dladdr((void *) printf, &info) != 0);
+        n = profile_loaded_build_id((uintptr_t) printf, id, sizeof(id));
+        ssize_t fn = profile_read_build_id(info.dli_fname, fid, sizeof(fid));
+        ck_assert_int_eq(n, fn);
+        if (n > 0)
+                ck_assert(memcmp(id, fid, (size_t) n) == 0);
+
+        ck_assert_int_eq(profile_loaded_build_id((uintptr_t) &on_stack, id, sizeof(id)), -ENOENT);
+        ck_assert_int_eq(profile_loaded_build_id((uintptr_t) heap, id, sizeof(id)), -ENOENT);
+        ck_assert_int_eq(profile_loaded_build_id((uintptr_t) site_root, id, 4), -ENOBUFS);
+        free(heap);
+}
+END_TEST
+
 static void write_file(const char *path, const void *data, size_t len) {
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         ck_assert_int_ge(fd, 0);
@@ -1138,6 +1166,7 @@ static Suite *profile_suite(void) {
 
         tc = tcase_create("build-id");
         tcase_add_test(tc, test_build_id_self);
+        tcase_add_test(tc, test_build_id_loaded);
         tcase_add_test(tc, test_build_id_errors);
         tcase_add_test(tc, test_build_id_sections);
         suite_add_tcase(s, tc);
