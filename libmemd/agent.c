@@ -502,13 +502,13 @@ static uint64_t read_rss(void) {
 
 /* Runs a cycle for memd with the guard down, so the reclaimers' frees of
  * sampled blocks are matched. */
-static size_t run_cycle(bool scavenge, uint64_t *released, struct reclaim_report *rep) {
+static size_t run_cycle(bool forced, bool gc_cycle, bool scavenge, uint64_t *released, struct reclaim_report *rep) {
         struct thread_state *t = &memd_thread;
         uint32_t g = t->guard;
         size_t freed;
 
         t->guard = 0;
-        freed = reclaim_cycle(true, scavenge, released, rep);
+        freed = reclaim_run(forced, gc_cycle, scavenge, released, rep);
         t->guard = g;
         return freed;
 }
@@ -517,7 +517,7 @@ static int handle_gc(struct agent *a, uint64_t id) {
         struct reclaim_report rep;
         struct proto_gc_result g = {};
 
-        g.freed_bytes = run_cycle(false, NULL, &rep);
+        g.freed_bytes = run_cycle(true, true, false, NULL, &rep);
         g.heap_before_bytes = rep.gc.heap_before;
         g.heap_after_bytes = rep.gc.heap_live;
         g.duration_ns = rep.gc.duration_ns;
@@ -527,7 +527,9 @@ static int handle_gc(struct agent *a, uint64_t id) {
         return r < 0 ? r : SEND(a, proto_pack_gc_result(pk, id, &g));
 }
 
-static int handle_scavenge(struct agent *a, uint64_t id) {
+/* memctl free-os-memory (forced GC + scavenge), or memd's policy: automatic,
+ * and for idle memory a scavenge alone (the caches stay). */
+static int handle_scavenge(struct agent *a, uint64_t id, const struct proto_request *q) {
         struct reclaim_report rep;
         struct proto_scavenge_result s = {};
         uint64_t released = 0;
@@ -535,11 +537,14 @@ static int handle_scavenge(struct agent *a, uint64_t id) {
         int r;
 
         s.rss_before_bytes = read_rss();
-        run_cycle(true, &released, &rep);
+        run_cycle(!q->automatic, !q->scavenge_only, true, &released, &rep);
         s.rss_after_bytes = read_rss();
         s.released_bytes = released;
         s.duration_ns = (uint64_t) (mono_ns() - t0);
-        snprintf(s.text, sizeof(s.text), "%s\n%s", rep.gc.text, rep.scvg.text);
+        if (rep.has_gc)
+                snprintf(s.text, sizeof(s.text), "%s\n%s", rep.gc.text, rep.scvg.text);
+        else
+                snprintf(s.text, sizeof(s.text), "%s", rep.scvg.text);
         r = send_events(a);
         return r < 0 ? r : SEND(a, proto_pack_scavenge_result(pk, id, &s));
 }
@@ -572,7 +577,7 @@ static int handle_request(struct agent *a, const struct proto_msg *m) {
         case PROTO_MSG_GC_REQUEST:
                 return handle_gc(a, m->id);
         case PROTO_MSG_SCAVENGE_REQUEST:
-                return handle_scavenge(a, m->id);
+                return handle_scavenge(a, m->id, &q);
         case PROTO_MSG_PROFILE_REQUEST:
                 r = send_mappings(a, m->id, true);
                 return r < 0 ? r : send_snapshot(a, m->id);

@@ -148,7 +148,7 @@ struct reclaim_event {
 
 struct reclaim_report {
         struct reclaim_event gc, scvg;
-        bool has_scvg;
+        bool has_gc, has_scvg;
 };
 
 void reclaim_fill_stats(struct memd_memstats *s);
@@ -157,6 +157,8 @@ void reclaim_atfork_child(void);
  * longer resident; ret_report: the cycle's events (zeroed when a reclaimer
  * asked for a cycle from inside one).  Both may be NULL. */
 size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *ret_report);
+size_t reclaim_run(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_released,
+                   struct reclaim_report *ret_report);
 /* Copies the kept events newer than seq `after` into out, oldest first;
  * *ret_dropped counts those that fell out of the ring unread. */
 size_t reclaim_events_since(uint64_t after, struct reclaim_event *out, size_t max, uint64_t *ret_dropped);

@@ -260,6 +260,13 @@ static const struct proto_field request_table[] = {
         FEND
 };
 
+static const struct proto_field scavenge_request_table[] = {
+        F("pid", U32, struct proto_request, pid, false),
+        F("auto", BOOL, struct proto_request, automatic, false),
+        F("scavenge_only", BOOL, struct proto_request, scavenge_only, false),
+        FEND
+};
+
 static const struct proto_field profile_request_table[] = {
         F("pid", U32, struct proto_request, pid, false),
         F("format", U32, struct proto_request, format, false),
@@ -875,8 +882,9 @@ int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const str
         switch (type) {
         case PROTO_MSG_PROFILE_REQUEST:
                 return pack_table_msg_sparse(pk, type, id, profile_request_table, q);
-        case PROTO_MSG_GC_REQUEST:
         case PROTO_MSG_SCAVENGE_REQUEST:
+                return pack_table_msg_sparse(pk, type, id, scavenge_request_table, q);
+        case PROTO_MSG_GC_REQUEST:
         case PROTO_MSG_STATUS_REQUEST:
         case PROTO_MSG_SUBSCRIBE:
                 return pack_table_msg_sparse(pk, type, id, request_table, q);
@@ -1069,8 +1077,9 @@ int proto_decode_request(const struct proto_msg *m, struct proto_request *ret) {
                 int r = proto_decode(m->body, profile_request_table, ret);
                 return r < 0 ? r : ret->format > PROTO_PROFILE_FORMAT_MAX ? -EBADMSG : 0;
         }
-        case PROTO_MSG_GC_REQUEST:
         case PROTO_MSG_SCAVENGE_REQUEST:
+                return proto_decode(m->body, scavenge_request_table, ret);
+        case PROTO_MSG_GC_REQUEST:
         case PROTO_MSG_STATUS_REQUEST:
         case PROTO_MSG_SUBSCRIBE:
                 return proto_decode(m->body, request_table, ret);

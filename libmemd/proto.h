@@ -249,6 +249,8 @@ struct proto_request {
         uint64_t value;         /* SET_RATE: rate_bytes; SET_MEMORY_LIMIT: limit_bytes (0 = none) */
         uint32_t format;        /* PROFILE_REQUEST: enum proto_profile_format, optional (0) */
         bool fd;                /* PROFILE_REQUEST: the client takes the file as a descriptor */
+        bool automatic;         /* SCAVENGE_REQUEST from memd's policy: the cycle is not forced */
+        bool scavenge_only;     /* SCAVENGE_REQUEST: no reclaimers, no GC, only the trim */
 };
 
 /* PROFILE_DATA: one part of a formatted profile. */

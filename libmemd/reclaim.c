@@ -328,6 +328,13 @@ static void trace_scav(uint32_t gen, uint64_t released, const struct memd_memsta
  * reclaimers, trim).  Returns the bytes reclaimers freed, and in
  * *ret_released the heap that stopped being resident. */
 size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *ret_report) {
+        return reclaim_run(forced, true, scavenge, ret_released, ret_report);
+}
+
+/* gc false: a scavenge alone (memd's idle-memory policy): no reclaimer runs,
+ * no gc line or GC is counted, only the scvg line. */
+size_t reclaim_run(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_released,
+                   struct reclaim_report *ret_report) {
         struct thread_state *t = &memd_thread;
         struct reclaim_event gc = { .kind = RECLAIM_EVENT_GC }, sv = { .kind = RECLAIM_EVENT_SCVG };
         struct memd_memstats g = {};
@@ -369,7 +376,7 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct 
         c[1] = now_ns(CLOCK_MONOTONIC);
         u[1] = now_ns(CLOCK_THREAD_CPUTIME_ID);
 
-        for (int i = 0; i < n; i++)
+        for (int i = 0; gc_cycle && i < n; i++)
                 freed += list[i].fn(list[i].ctx);
         memset(&mid, 0, sizeof(mid));
         stats_counters(&mid);
@@ -393,31 +400,35 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct 
         pause = (uint64_t) (c[3] - c[0]);
 
         pthread_mutex_lock(&history_lock);
-        n_gc = ++history.num_gc;
-        if (forced)
-                history.num_forced++;
-        history.pause_ns[(n_gc - 1) % 256] = pause;
-        history.pause_end[(n_gc - 1) % 256] = (uint64_t) end_real;
-        history.pause_total_ns += pause;
-        history.last_gc_ns = (uint64_t) end_real;
+        n_gc = gc_cycle ? ++history.num_gc : history.num_gc;
+        if (gc_cycle) {
+                if (forced)
+                        history.num_forced++;
+                history.pause_ns[(n_gc - 1) % 256] = pause;
+                history.pause_end[(n_gc - 1) % 256] = (uint64_t) end_real;
+                history.pause_total_ns += pause;
+                history.last_gc_ns = (uint64_t) end_real;
+                history.live_after_bytes = after.HeapAlloc;
+        }
         history.cpu_ns += cpu_ns[0] + cpu_ns[1] + cpu_ns[2];
-        history.live_after_bytes = after.HeapAlloc;
         pthread_mutex_unlock(&history_lock);
 
-        reclaim_fill_stats(&g);
-        gc.forced = forced;
-        gc.num = n_gc;
-        gc.time_ns = end_real;
-        gc.duration_ns = pause;
-        gc.heap_before = before.HeapAlloc;
-        gc.heap_reclaimed = mid.HeapAlloc;
-        gc.heap_live = after.HeapAlloc;
-        gc.goal = g.NextGC;
-        format_gc(gc.text, sizeof(gc.text), n_gc, c[0], clock_ns, cpu_ns, before.HeapAlloc, mid.HeapAlloc,
-                  after.HeapAlloc, g.NextGC, g.GCCPUFraction, forced);
-        if (memd_config.gctrace)
-                trace_line(gc.text, strlen(gc.text));
-        event_push(&gc);
+        if (gc_cycle) {
+                reclaim_fill_stats(&g);
+                gc.forced = forced;
+                gc.num = n_gc;
+                gc.time_ns = end_real;
+                gc.duration_ns = pause;
+                gc.heap_before = before.HeapAlloc;
+                gc.heap_reclaimed = mid.HeapAlloc;
+                gc.heap_live = after.HeapAlloc;
+                gc.goal = g.NextGC;
+                format_gc(gc.text, sizeof(gc.text), n_gc, c[0], clock_ns, cpu_ns, before.HeapAlloc, mid.HeapAlloc,
+                          after.HeapAlloc, g.NextGC, g.GCCPUFraction, forced);
+                if (memd_config.gctrace)
+                        trace_line(gc.text, strlen(gc.text));
+                event_push(&gc);
+        }
 
         if (scavenge) {
                 int k;
@@ -454,6 +465,7 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct 
         if (ret_report) {
                 ret_report->gc = gc;
                 ret_report->scvg = sv;
+                ret_report->has_gc = gc_cycle;
                 ret_report->has_scvg = scavenge;
         }
         return freed;

@@ -135,21 +135,29 @@ void reclaim_wait_idle(unsigned ms) {
 
 /* A cycle: what the agent reports is what this returns; the guard must be
  * down while it runs (the application's reclaimers free sampled blocks). */
-static _Atomic int cycles, cycles_guarded;
-size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *rep) {
+static _Atomic int cycles, cycles_guarded, cycles_auto, cycles_no_gc;
+size_t reclaim_run(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_released, struct reclaim_report *rep) {
         cycles++;
         if (memd_thread.guard)
                 cycles_guarded++;
+        if (!forced)
+                cycles_auto++;
+        if (!gc_cycle)
+                cycles_no_gc++;
         memset(rep, 0, sizeof(*rep));
-        rep->gc.kind = RECLAIM_EVENT_GC;
-        rep->gc.forced = forced;
-        rep->gc.heap_before = 300 << 20;
-        rep->gc.heap_live = 100 << 20;
-        snprintf(rep->gc.text, sizeof(rep->gc.text), "gc 1 @1.000s 0%%: fake (forced)");
+        if (gc_cycle) {
+                rep->has_gc = true;
+                rep->gc.kind = RECLAIM_EVENT_GC;
+                rep->gc.forced = forced;
+                rep->gc.heap_before = 300 << 20;
+                rep->gc.heap_live = 100 << 20;
+                snprintf(rep->gc.text, sizeof(rep->gc.text), "gc 1 @1.000s 0%%: fake%s", forced ? " (forced)" : "");
+        }
         if (scavenge) {
                 rep->has_scvg = true;
                 rep->scvg.kind = RECLAIM_EVENT_SCVG;
-                snprintf(rep->scvg.text, sizeof(rep->scvg.text), "scvg-1: 200 MB released\nscvg-1: inuse: 100");
+                snprintf(rep->scvg.text, sizeof(rep->scvg.text), "%s: 200 MB released\n%s: inuse: 100",
+                         forced ? "scvg-1" : "scvg 0", forced ? "scvg-1" : "scvg 0");
         }
         if (ret_released)
                 *ret_released = 200 << 20;
@@ -397,6 +405,19 @@ START_TEST(test_requests) {
         ck_assert_uint_eq(s.released_bytes, 200 << 20);
         ck_assert_uint_gt(s.rss_before_bytes, 0);
         ck_assert_str_eq(s.text, "gc 1 @1.000s 0%: fake (forced)\nscvg-1: 200 MB released\nscvg-1: inuse: 100");
+        ck_assert_int_eq(cycles_auto, 0);
+
+        /* memd's idle policy: automatic, the trim alone (no reclaimer, no gc line). */
+        PACKER(sb2b, pk2b);
+        struct proto_request qa = { .automatic = true, .scavenge_only = true };
+        ck_assert_int_eq(proto_pack_request(&pk2b, PROTO_MSG_SCAVENGE_REQUEST, 76, &qa), 0);
+        peer_send(&p, &sb2b);
+        ck_assert(peer_expect(&p, PROTO_MSG_SCAVENGE_RESULT, 3000));
+        ck_assert_uint_eq(p.m.id, 76);
+        ck_assert_int_eq(proto_decode_scavenge_result(&p.m, &s), 0);
+        ck_assert_str_eq(s.text, "scvg 0: 200 MB released\nscvg 0: inuse: 100");
+        ck_assert_int_eq(cycles_auto, 1);
+        ck_assert_int_eq(cycles_no_gc, 1);
 
         PACKER(sb3, pk3);
         q.value = 4096;

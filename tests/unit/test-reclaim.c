@@ -642,6 +642,37 @@ START_TEST(test_scvg_automatic) {
 }
 END_TEST
 
+/* memd's idle-memory policy: the trim alone.  No reclaimer runs, no GC is
+ * counted or traced; one automatic scvg line and event. */
+START_TEST(test_scavenge_only) {
+        struct reclaim_event ev[4];
+        struct reclaim_report rep;
+        uint64_t released = 0;
+        struct counter c = { .returns = 5 };
+
+        memd_config.gctrace = false;
+        ck_assert_int_eq(memd_register_reclaimer("count", count_fn, &c), 0);
+        fake_reads[0].HeapSys = 10 * MiB;
+        fake_reads[1].HeapSys = 10 * MiB;
+        fake_reads[1].HeapReleased = 3 * MiB;
+        reclaim_run(false, false, true, &released, &rep);
+        ck_assert_int_eq(c.calls, 0);
+        ck_assert_uint_eq(released, 3 * MiB);
+        ck_assert(!rep.has_gc);
+        ck_assert(rep.has_scvg);
+        ck_assert_str_eq(strtok(rep.scvg.text, "\n"), "scvg0: 3 MB released");
+        ck_assert_uint_eq(fill().NumGC, 0);
+        ck_assert_uint_eq(reclaim_events_since(0, ev, 4, NULL), 1);
+        ck_assert_uint_eq(ev[0].kind, RECLAIM_EVENT_SCVG);
+        ck_assert(!ev[0].forced);
+        /* A GC cycle still runs the reclaimer. */
+        reclaim_cycle(false, false, NULL, NULL);
+        ck_assert_int_eq(c.calls, 1);
+        ck_assert_uint_eq(fill().NumGC, 1);
+        memd_unregister_reclaimer("count", count_fn, &c);
+}
+END_TEST
+
 START_TEST(test_scavtrace) {
         struct capture cap;
         char *err, *lines[8];
@@ -703,6 +734,7 @@ static Suite *reclaim_suite(void) {
         tcase_add_test(tc, test_free_os_memory_lines);
         tcase_add_test(tc, test_free_os_memory_nothing);
         tcase_add_test(tc, test_scvg_automatic);
+        tcase_add_test(tc, test_scavenge_only);
         tcase_add_test(tc, test_scavtrace);
         tcase_add_test(tc, test_events);
         tcase_set_timeout(tc, 30);
