@@ -10,6 +10,7 @@
 #include <ev.h>
 
 #include "memd.h"
+#include "policy.h"
 #include "proto.h"
 
 /* A peer that stops reading is closed once this much output waits for it:
@@ -105,6 +106,8 @@ struct process {
         struct event *events;   /* ring of EVENT_HISTORY, allocated on the first */
         uint64_t n_events;      /* ever received */
         int64_t last_gc_ns, last_scvg_ns;
+        struct policy_values policy;    /* in force */
+        struct policy_track track;
         /* Without a connection: the process exited (kept for post-mortem
          * profiles until the timer fires), or its agent went away and may
          * come back (a reconnect, an exec) within CONN_GRACE_S. */
@@ -201,6 +204,9 @@ void heap_done(struct server *s);
  * (ETIMEDOUT) or the process going away (ESRCH) is relayed to c.  Returns 0
  * or -errno (then nothing was sent; the caller replies). */
 int forward_request(struct process *p, struct conn *c, uint64_t ctl_id, uint32_t type, const struct proto_request *q);
+/* The same from memd's policy engine: no client; policy_request_done(p)
+ * when it ends, however it ends. */
+int forward_policy_request(struct process *p, uint32_t type, const struct proto_request *q);
 /* An agent's reply (GC_RESULT, SCAVENGE_RESULT, OK, ERROR) to a forwarded
  * request.  Returns 0 (unknown ids are dropped) or -errno for a bad body. */
 int forward_reply(struct conn *agent, const struct proto_msg *m);
@@ -226,6 +232,8 @@ int log_errno(int priority, int r, const char *fmt, ...) __attribute__((format(p
 /* A gc/scvg cycle of p: MESSAGE = its seed-grammar line(s), with the figures
  * as MEMD_* fields. */
 void log_cycle(const struct process *p, const struct proto_event *e);
+/* A policy action (MEMD_EVENT=policy): kind limit, idle or pressure. */
+void log_policy(const struct process *p, const char *kind, const char *why);
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
 #define log_error_errno(r, ...) log_errno(LOG_ERR, r, __VA_ARGS__)

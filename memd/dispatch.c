@@ -120,8 +120,10 @@ static int dispatch_memstats(struct conn *c, const struct proto_msg *m) {
                 free(ms);
                 return bad_body(c, m, r);
         }
-        if (c->process)
+        if (c->process) {
                 registry_update_stats(c->process, ms);
+                policy_stats(c->process);
+        }
         free(ms);
         return 0;
 }

@@ -21,6 +21,7 @@ struct pending {
         struct conn *ctl;               /* NULL once the client went away */
         uint64_t ctl_id;
         uint32_t type;
+        bool policy;                    /* asked by memd's policy engine: it hears of the end */
         ev_timer timer;
         struct pending *prev, *next;
 };
@@ -28,6 +29,8 @@ struct pending {
 static void pending_free(struct pending *q) {
         struct server *s = q->server;
 
+        if (q->policy)
+                policy_request_done(q->proc);
         ev_timer_stop(s->loop, &q->timer);
         if (q->prev)
                 q->prev->next = q->next;
@@ -74,9 +77,10 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents) {
         pending_free(q);
 }
 
-int forward_request(struct process *p, struct conn *c, uint64_t ctl_id, uint32_t type, const struct proto_request *q) {
+static int forward_send(struct process *p, struct conn *c, uint64_t ctl_id, uint32_t type,
+                        const struct proto_request *q, bool policy) {
         struct server *s = p->server;
-        struct proto_request out = { .value = q->value };
+        struct proto_request out = { .value = q->value, .automatic = q->automatic, .scavenge_only = q->scavenge_only };
         struct pending *x;
         msgpack_sbuffer sb;
         msgpack_packer pk;
@@ -93,6 +97,7 @@ int forward_request(struct process *p, struct conn *c, uint64_t ctl_id, uint32_t
         x->ctl = c;
         x->ctl_id = ctl_id;
         x->type = type;
+        x->policy = policy;
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -122,6 +127,14 @@ int forward_request(struct process *p, struct conn *c, uint64_t ctl_id, uint32_t
                 s->pending->prev = x;
         s->pending = x;
         return 0;
+}
+
+int forward_request(struct process *p, struct conn *c, uint64_t ctl_id, uint32_t type, const struct proto_request *q) {
+        return forward_send(p, c, ctl_id, type, q, false);
+}
+
+int forward_policy_request(struct process *p, uint32_t type, const struct proto_request *q) {
+        return forward_send(p, NULL, 0, type, q, true);
 }
 
 int forward_reply(struct conn *agent, const struct proto_msg *m) {

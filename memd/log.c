@@ -135,3 +135,23 @@ void log_cycle(const struct process *p, const struct proto_event *e) {
                                 "MEMD_HEAP_IDLE_BYTES=%" PRIu64, e->heap_idle_bytes,
                                 "MEMD_HEAP_SYS_BYTES=%" PRIu64, e->heap_sys_bytes, NULL);
 }
+
+void log_policy(const struct process *p, const char *kind, const char *why) {
+        const struct memd_memstats *s = &p->stats;
+
+        if (!use_journal) {
+                fprintf(stderr, "memd: pid %d (%s): policy %s: %s\n", (int) p->pid, p->comm, kind, why);
+                return;
+        }
+        sd_journal_send("MESSAGE=policy %s: %s", kind, why, "PRIORITY=%i", LOG_INFO,
+                        "MESSAGE_ID=%s", message_id("policy"), "MEMD_EVENT=policy", "MEMD_POLICY=%s", kind,
+                        "MEMD_PID=%d", (int) p->pid, "OBJECT_PID=%d", (int) p->pid,
+                        "MEMD_COMM=%s", p->comm, "MEMD_UNIT=%s", p->unit,
+                        "MEMD_LIMIT_BYTES=%" PRIu64, p->policy.memory_limit,
+                        "MEMD_IDLE_MEMORY_MAX_BYTES=%" PRIu64, p->policy.idle_memory_max,
+                        "MEMD_HEAP_SYS_BYTES=%" PRIu64, s->HeapSys,
+                        "MEMD_HEAP_RELEASED_BYTES=%" PRIu64, s->HeapReleased,
+                        "MEMD_HEAP_IDLE_BYTES=%" PRIu64, s->HeapIdle,
+                        "MEMD_HEAP_INUSE_BYTES=%" PRIu64, s->HeapInuse,
+                        "MEMD_HEAP_ALLOC_BYTES=%" PRIu64, s->HeapAlloc, NULL);
+}

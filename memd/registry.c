@@ -140,6 +140,7 @@ int registry_attach(struct server *s, struct conn *c) {
         p->uid = c->uid;
         p->pidfd = fd;
         p->attached_ns = now_ns();
+        policy_attach(p);
         store_init(&p->profile);
         ev_timer_init(&p->linger, linger_done, CONN_GRACE_S, 0.);
         p->linger.data = p;
