@@ -137,7 +137,15 @@ struct server {
         unsigned n_draining;    /* connections with output waiting: no batching meanwhile */
         uint64_t next_agent_id;
         double request_timeout_s;
+        int pressure_fd, pressure_epfd; /* pressure.c; -1 when not watching */
+        ev_io pressure_io;
+        char *pressure_path;
+        uint64_t pressure_events;
 };
+
+/* pressure.c: starts watching (never fails for a missing PSI: it logs). */
+int pressure_start(struct server *s);
+void pressure_stop(struct server *s);
 
 /* server.c */
 int server_open(struct server *s, const char *path);

@@ -198,6 +198,7 @@ int main(int argc, char **argv) {
         s.collect_s = 0.01;
         ev_set_io_collect_interval(loop, s.collect_s);
         server_start(&s, loop);
+        pressure_start(&s);
         ev_signal_init(&sigterm, on_stop, SIGTERM);
         ev_signal_start(loop, &sigterm);
         ev_signal_init(&sigint, on_stop, SIGINT);

@@ -432,6 +432,7 @@ void server_stop(struct server *s) {
         ev_timer_stop(s->loop, &s->accept_retry);
         while (s->conns)
                 conn_free(s->conns);
+        pressure_stop(s);
         forward_done(s);
         registry_done(s);
         heap_done(s);
