@@ -127,6 +127,36 @@ static void json_process(const struct proto_process *p) {
                p->attached_ns, p->stats_time_ns, p->exited_ns);
         printf(", \"rate_bytes\": %" PRIu64 ", \"limit_bytes\": %" PRIu64 ", \"last_gc_ns\": %" PRId64
                ", \"last_scvg_ns\": %" PRId64, p->rate_bytes, p->limit_bytes, p->last_gc_ns, p->last_scvg_ns);
+        printf(", \"idle_max_bytes\": %" PRIu64 ", \"idle_timeout_ns\": %" PRIu64 ", \"allowance_bytes\": %" PRIu64
+               ", \"policy_actions\": %" PRIu64 ", \"policy_last\": ",
+               p->idle_max_bytes, p->idle_timeout_ns, p->allowance_bytes, p->policy_actions);
+        json_string(p->policy_last);
+        if (p->policy[0]) {
+                /* {"Key": {"value": "...", "source": "..."}, ...} */
+                const char *line = p->policy;
+                bool first = true;
+
+                printf(", \"policy\": {");
+                while (*line) {
+                        size_t n = strcspn(line, "\n"), eq = strcspn(line, "="), tab = strcspn(line, "\t");
+                        if (eq < tab && tab < n) {
+                                char key[64], val[256], src[4200];
+                                snprintf(key, sizeof key, "%.*s", (int) eq, line);
+                                snprintf(val, sizeof val, "%.*s", (int) (tab - eq - 1), line + eq + 1);
+                                snprintf(src, sizeof src, "%.*s", (int) (n - tab - 1), line + tab + 1);
+                                printf("%s", first ? "" : ", ");
+                                json_string(key);
+                                printf(": {\"value\": ");
+                                json_string(val);
+                                printf(", \"source\": ");
+                                json_string(src);
+                                printf("}");
+                                first = false;
+                        }
+                        line += n + (line[n] == '\n');
+                }
+                printf("}");
+        }
         printf(", \"profile\": {\"buckets\": %" PRIu64 ", \"alloc_objects\": %" PRIu64 ", \"alloc_bytes\": %" PRIu64
                ", \"inuse_objects\": %" PRIu64 ", \"inuse_bytes\": %" PRIu64 "}",
                p->profile_buckets, p->profile_alloc_objects, p->profile_alloc_bytes, p->profile_inuse_objects,
@@ -300,6 +330,30 @@ static void print_event_lines(const struct proto_event *e, const char *indent) {
         }
 }
 
+/* The policy in force, a value and where it came from per line, then the
+ * idle allowance and the last action. */
+static void print_policy(const struct proto_process *p) {
+        char a[32];
+        const char *line = p->policy;
+
+        printf("Policy:\n");
+        while (*line) {
+                size_t n = strcspn(line, "\n"), k = strcspn(line, "\t");
+                if (k < n)
+                        printf("  %-28.*s from %.*s\n", (int) k, line, (int) (n - k - 1), line + k + 1);
+                else
+                        printf("  %.*s\n", (int) n, line);
+                line += n + (line[n] == '\n');
+        }
+        printf("  idle allowance now %s (recent peak of HeapInuse over the current, decaying over IdleTimeout)\n",
+               output_bytes(a, sizeof a, p->allowance_bytes));
+        if (p->policy_actions)
+                printf("  %" PRIu64 " action%s; the last: %s\n", p->policy_actions, p->policy_actions == 1 ? "" : "s",
+                       p->policy_last);
+        else
+                printf("  no action taken\n");
+}
+
 static void print_profile_and_events(const struct proto_process *p) {
         char a[32], b[32], c[32];
 
@@ -307,8 +361,7 @@ static void print_profile_and_events(const struct proto_process *p) {
                p->profile_buckets, output_bytes(a, sizeof a, p->rate_bytes),
                output_bytes(b, sizeof b, p->profile_inuse_bytes), p->profile_inuse_objects,
                output_bytes(c, sizeof c, p->profile_alloc_bytes));
-        printf("Policy:        memory limit %s (policies arrive with memd.conf)\n",
-               p->limit_bytes ? output_bytes(a, sizeof a, p->limit_bytes) : "none");
+        print_policy(p);
         if (!p->event_view.n) {
                 printf("Recent events: none\n");
                 return;

@@ -349,7 +349,13 @@ static int decode_process_stats(const msgpack_object *o, void *ret);
         F("profile_alloc_bytes", U64, struct proto_process, profile_alloc_bytes, false),     \
         F("profile_inuse_objects", U64, struct proto_process, profile_inuse_objects, false), \
         F("profile_inuse_bytes", U64, struct proto_process, profile_inuse_bytes, false), \
-        F("exited_ns", I64, struct proto_process, exited_ns, false)
+        F("exited_ns", I64, struct proto_process, exited_ns, false),             \
+        F("idle_max_bytes", U64, struct proto_process, idle_max_bytes, false),   \
+        F("idle_timeout_ns", U64, struct proto_process, idle_timeout_ns, false), \
+        F("allowance_bytes", U64, struct proto_process, allowance_bytes, false), \
+        F("policy_actions", U64, struct proto_process, policy_actions, false),   \
+        FS("policy", struct proto_process, policy, false),                       \
+        FS("policy_last", struct proto_process, policy_last, false)
 
 static const struct proto_field process_scalar_table[] = {
         PROCESS_SCALAR_FIELDS,

@@ -304,6 +304,10 @@ struct proto_process {
         uint64_t profile_buckets, profile_alloc_objects, profile_alloc_bytes;
         uint64_t profile_inuse_objects, profile_inuse_bytes;
         int64_t exited_ns;      /* optional: when the process exited (memd keeps its last state), 0 = alive */
+        /* optional: the policy in force (docs/policy.md) */
+        uint64_t idle_max_bytes, idle_timeout_ns, allowance_bytes, policy_actions;
+        char policy[PROTO_NAME_MAX];      /* "Key=value<TAB>source" lines (one PID only) */
+        char policy_last[PROTO_NAME_MAX]; /* the last policy action, why, with its figures */
         struct memd_memstats stats;     /* optional map "memstats", every field required inside but the pauses */
         bool has_stats;
         bool has_pauses;        /* PauseNs/PauseEnd in "memstats": memd sends them for one PID only */

@@ -458,6 +458,7 @@ static int dispatch_status(struct conn *c, const struct proto_msg *m) {
                 uint64_t k = p->n_events < EVENT_HISTORY ? p->n_events : EVENT_HISTORY;
 
                 registry_fill(p, one);
+                policy_describe(p, one->policy, sizeof one->policy);
                 one->has_pauses = one->has_stats;
                 registry_read_rss(p, one);
                 events = k ? calloc(k, sizeof(*events)) : NULL;

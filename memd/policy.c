@@ -245,3 +245,26 @@ size_t policy_pressure(struct server *s, const char *what) {
         free(ok);
         return k;
 }
+
+/* Where the value of key k came from (until the policy files land, all
+ * are memd's defaults). */
+static const char *policy_source(const struct process *p, int k) {
+        (void) p;
+        (void) k;
+        return "default";
+}
+
+void policy_describe(const struct process *p, char *buf, size_t len) {
+        const struct policy_values *v = &p->policy;
+        char a[32], b[32];
+        int n;
+
+        mib(a, sizeof a, v->memory_limit);
+        mib(b, sizeof b, v->idle_memory_max);
+        n = snprintf(buf, len,
+                     "MemoryLimit=%s\t%s\nIdleMemoryMax=%s\t%s\nIdleTimeout=%.0fs\t%s\nReclaimOnPressure=%s\t%s\n",
+                     v->memory_limit ? a : "none", policy_source(p, 0), b, policy_source(p, 1),
+                     (double) v->idle_timeout_ns / 1e9, policy_source(p, 2), v->reclaim_on_pressure ? "yes" : "no",
+                     policy_source(p, 3));
+        (void) n;
+}

@@ -70,6 +70,8 @@ void policy_attach(struct process *p);
 void policy_stats(struct process *p);           /* on each MEMSTATS */
 void policy_request_done(struct process *p);    /* the request it made ended */
 uint64_t policy_process_allowance(const struct process *p);
+/* "Key=value<TAB>source" lines, for status PID. */
+void policy_describe(const struct process *p, char *buf, size_t len);
 /* Memory pressure (what: the source, for the log): asks up to a few
  * processes with ReclaimOnPressure, largest held heap first, each at most
  * once per cooldown.  Returns how many were asked. */

@@ -248,6 +248,12 @@ void registry_fill(const struct process *p, struct proto_process *ret) {
         ret->profile_alloc_bytes = t.alloc_bytes;
         ret->profile_inuse_objects = t.inuse_objects;
         ret->profile_inuse_bytes = t.inuse_bytes;
+        ret->limit_bytes = p->policy.memory_limit;
+        ret->idle_max_bytes = p->policy.idle_memory_max;
+        ret->idle_timeout_ns = (uint64_t) p->policy.idle_timeout_ns;
+        ret->allowance_bytes = policy_process_allowance(p);
+        ret->policy_actions = p->track.actions;
+        snprintf(ret->policy_last, sizeof ret->policy_last, "%s", p->track.last);
 }
 
 void registry_add_event(struct process *p, const struct proto_event *e) {
