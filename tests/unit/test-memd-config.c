@@ -115,8 +115,25 @@ static void assert_defaults(const struct policy *p) {
 
 /* ---- values -------------------------------------------------------------- */
 
+struct value_case {
+        const char *s;
+        int r;
+        uint64_t v;
+};
+
+/* Each case through parse: its return, and its value (untouched on error). */
+static void check_values(int (*parse)(const char *, uint64_t *), const struct value_case *cases, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                uint64_t v = 12345;
+                int r = parse(cases[i].s, &v);
+
+                ck_assert_msg(r == cases[i].r, "%s: %d", cases[i].s, r);
+                ck_assert_msg(v == (r ? 12345 : cases[i].v), "%s: %ju", cases[i].s, (uintmax_t) v);
+        }
+}
+
 START_TEST(test_bytes) {
-        static const struct { const char *s; int r; uint64_t v; } cases[] = {
+        static const struct value_case cases[] = {
                 { "0", 0, 0 }, { "1", 0, 1 }, { "1048576", 0, 1048576 }, { "7B", 0, 7 },
                 { "512K", 0, 512 << 10 }, { "512k", 0, 512 << 10 }, { "512KiB", 0, 512 << 10 }, { "512KB", 0, 512 << 10 },
                 { "16M", 0, 16 * MIB }, { "16m", 0, 16 * MIB }, { "2G", 0, UINT64_C(2) << 30 }, { "3T", 0, UINT64_C(3) << 40 },
@@ -126,19 +143,13 @@ START_TEST(test_bytes) {
                 { "18446744073709551616", -ERANGE, 0 }, { "16777216T", -ERANGE, 0 },
         };
 
-        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                uint64_t v = 12345;
-                int r = config_parse_bytes(cases[i].s, &v);
-
-                ck_assert_msg(r == cases[i].r, "%s: %d", cases[i].s, r);
-                ck_assert_msg(v == (r ? 12345 : cases[i].v), "%s: %ju", cases[i].s, (uintmax_t) v);
-        }
+        check_values(config_parse_bytes, cases, sizeof(cases) / sizeof(cases[0]));
         ck_assert_int_eq(config_parse_bytes(NULL, &(uint64_t){ 0 }), -EINVAL);
 }
 END_TEST
 
 START_TEST(test_durations) {
-        static const struct { const char *s; int r; uint64_t v; } cases[] = {
+        static const struct value_case cases[] = {
                 { "30s", 0, 30 * SEC }, { "30", 0, 30 * SEC }, { "0", 0, 0 }, { "30sec", 0, 30 * SEC },
                 { "1second", 0, SEC }, { "2seconds", 0, 2 * SEC },
                 { "500ms", 0, 500000000 }, { "500msec", 0, 500000000 }, { "10us", 0, 10000 }, { "10usec", 0, 10000 },
@@ -155,13 +166,7 @@ START_TEST(test_durations) {
                 { "30000000w", -ERANGE, 0 }, { "18446744073709551615ns 1ns", -ERANGE, 0 },
         };
 
-        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                uint64_t v = 12345;
-                int r = config_parse_duration_ns(cases[i].s, &v);
-
-                ck_assert_msg(r == cases[i].r, "%s: %d", cases[i].s, r);
-                ck_assert_msg(v == (r ? 12345 : cases[i].v), "%s: %ju", cases[i].s, (uintmax_t) v);
-        }
+        check_values(config_parse_duration_ns, cases, sizeof(cases) / sizeof(cases[0]));
 }
 END_TEST
 
