@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(
         build-essential g++ meson ninja-build pkg-config git python3
-        libev-dev libmsgpack-dev libsystemd-dev check
+        libev-dev libmsgpack-dev libsystemd-dev check libinih-dev
         libunwind-dev libdw-dev zlib1g-dev libprotobuf-c-dev
         golang-go binutils libjemalloc2 libjemalloc-dev
         systemd debootstrap systemd-container
