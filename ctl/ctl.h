@@ -39,6 +39,8 @@ void output_status_begin(const struct ctl *ctl);
 void output_status_row(const struct ctl *ctl, const struct proto_process *p, size_t i);
 void output_status_end(const struct ctl *ctl);
 void output_status_one(const struct ctl *ctl, const struct proto_process *p);
+/* s as a JSON string, quoted and escaped. */
+void output_json_string(const char *s);
 void output_gc(const struct ctl *ctl, uint32_t pid, const struct proto_gc_result *g);
 void output_scavenge(const struct ctl *ctl, uint32_t pid, const struct proto_scavenge_result *v);
 void output_event(const struct ctl *ctl, const struct proto_event *e);

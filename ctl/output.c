@@ -28,7 +28,7 @@ const char *output_bytes(char *buf, size_t size, uint64_t bytes) {
         return buf;
 }
 
-static void json_string(const char *s) {
+void output_json_string(const char *s) {
         putchar('"');
         for (; *s; s++) {
                 unsigned char ch = (unsigned char) *s;
@@ -114,15 +114,15 @@ static void json_event(const struct proto_event *e) {
                        ", \"heap_idle_bytes\": %" PRIu64 ", \"heap_sys_bytes\": %" PRIu64,
                        e->released_bytes, e->heap_inuse_bytes, e->heap_idle_bytes, e->heap_sys_bytes);
         printf(", \"text\": ");
-        json_string(e->text);
+        output_json_string(e->text);
         printf("}");
 }
 
 static void json_process(const struct proto_process *p) {
         printf("{\"pid\": %" PRIu32 ", \"uid\": %" PRIu32 ", \"comm\": ", p->pid, p->uid);
-        json_string(p->comm);
+        output_json_string(p->comm);
         printf(", \"unit\": ");
-        json_string(p->unit);
+        output_json_string(p->unit);
         printf(", \"attached_ns\": %" PRId64 ", \"stats_time_ns\": %" PRId64 ", \"exited_ns\": %" PRId64,
                p->attached_ns, p->stats_time_ns, p->exited_ns);
         printf(", \"rate_bytes\": %" PRIu64 ", \"limit_bytes\": %" PRIu64 ", \"last_gc_ns\": %" PRId64
@@ -130,7 +130,7 @@ static void json_process(const struct proto_process *p) {
         printf(", \"idle_max_bytes\": %" PRIu64 ", \"idle_timeout_ns\": %" PRIu64 ", \"allowance_bytes\": %" PRIu64
                ", \"policy_actions\": %" PRIu64 ", \"policy_last\": ",
                p->idle_max_bytes, p->idle_timeout_ns, p->allowance_bytes, p->policy_actions);
-        json_string(p->policy_last);
+        output_json_string(p->policy_last);
         if (p->policy[0]) {
                 /* {"Key": {"value": "...", "source": "..."}, ...} */
                 const char *line = p->policy;
@@ -145,11 +145,11 @@ static void json_process(const struct proto_process *p) {
                                 snprintf(val, sizeof val, "%.*s", (int) (tab - eq - 1), line + eq + 1);
                                 snprintf(src, sizeof src, "%.*s", (int) (n - tab - 1), line + tab + 1);
                                 printf("%s", first ? "" : ", ");
-                                json_string(key);
+                                output_json_string(key);
                                 printf(": {\"value\": ");
-                                json_string(val);
+                                output_json_string(val);
                                 printf(", \"source\": ");
-                                json_string(src);
+                                output_json_string(src);
                                 printf("}");
                                 first = false;
                         }
@@ -382,7 +382,7 @@ void output_gc(const struct ctl *ctl, uint32_t pid, const struct proto_gc_result
                 printf("{\"pid\": %" PRIu32 ", \"freed_bytes\": %" PRIu64 ", \"heap_before_bytes\": %" PRIu64
                        ", \"heap_after_bytes\": %" PRIu64 ", \"duration_ns\": %" PRIu64 ", \"text\": ",
                        pid, g->freed_bytes, g->heap_before_bytes, g->heap_after_bytes, g->duration_ns);
-                json_string(g->text);
+                output_json_string(g->text);
                 printf("}\n");
                 return;
         }
@@ -400,7 +400,7 @@ void output_scavenge(const struct ctl *ctl, uint32_t pid, const struct proto_sca
                 printf("{\"pid\": %" PRIu32 ", \"released_bytes\": %" PRIu64 ", \"rss_before_bytes\": %" PRIu64
                        ", \"rss_after_bytes\": %" PRIu64 ", \"duration_ns\": %" PRIu64 ", \"text\": ",
                        pid, v->released_bytes, v->rss_before_bytes, v->rss_after_bytes, v->duration_ns);
-                json_string(v->text);
+                output_json_string(v->text);
                 printf("}\n");
                 return;
         }

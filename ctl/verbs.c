@@ -396,6 +396,70 @@ static int verb_free_os_memory(struct ctl *ctl, int argc, char **argv) {
                       show_scavenge);
 }
 
+/* memctl set PID KEY=VALUE...: memd's policy for that process, until it
+ * exits (like systemctl set-property --runtime).  memd checks the values:
+ * one bad and none is set (exit 2). */
+static int verb_set(struct ctl *ctl, int argc, char **argv) {
+        struct proto_request *q = calloc(1, sizeof *q);
+        struct client cl = { .fd = -1, .passed_fd = -1 };
+        size_t len = 0;
+        int ret = EXIT_USAGE;
+
+        if (!q) {
+                fprintf(stderr, "memctl: out of memory\n");
+                return EXIT_FAIL;
+        }
+        if (parse_pid(argv[0], &q->pid) < 0)
+                goto done;
+        for (int i = 1; i < argc; i++) {
+                size_t n = strlen(argv[i]);
+                if (!strchr(argv[i], '=') || argv[i][0] == '=' || strchr(argv[i], '\n')) {
+                        fprintf(stderr, "memctl: set: expected KEY=VALUE, not '%s' (keys: memory-limit, "
+                                "idle-memory-max, idle-timeout, reclaim-on-pressure, gc-percent, profile-rate)\n", argv[i]);
+                        goto done;
+                }
+                if (len + n + 2 > sizeof q->settings) {
+                        fprintf(stderr, "memctl: set: too many settings\n");
+                        goto done;
+                }
+                memcpy(q->settings + len, argv[i], n);
+                len += n;
+                q->settings[len++] = '\n';
+        }
+        ret = client_open(&cl, ctl);
+        if (ret)
+                goto out;
+        ret = request(&cl, PROTO_MSG_SET_POLICY, q, "set");
+        if (ret)
+                goto out;
+        if (cl.msg.type == PROTO_MSG_ERROR) {
+                struct proto_error e = {};
+                if (proto_decode_error(&cl.msg, &e) >= 0 && e.code == EINVAL) {
+                        fprintf(stderr, "memctl: set: %s\n", e.text);
+                        ret = EXIT_USAGE;
+                } else
+                        ret = target_error(&cl, q->pid, "set");
+        } else if (cl.msg.type != PROTO_MSG_OK) {
+                fprintf(stderr, "memctl: set: memd sent a malformed reply\n");
+                ret = EXIT_FAIL;
+        } else if (ctl->json) {
+                printf("{\"pid\": %" PRIu32 ", \"set\": [", q->pid);
+                for (int i = 1; i < argc; i++) {
+                        printf("%s", i > 1 ? ", " : "");
+                        output_json_string(argv[i]);
+                }
+                printf("]}\n");
+        } else
+                for (int i = 1; i < argc; i++)
+                        printf("process %" PRIu32 ": %s (until it exits; memctl status %" PRIu32 " shows the policy)\n",
+                               q->pid, argv[i], q->pid);
+out:
+        client_done(&cl);
+done:
+        free(q);
+        return ret;
+}
+
 /* Follows events until memd goes away (exit 1) or we are interrupted. */
 static int verb_trace(struct ctl *ctl, int argc, char **argv) {
         struct proto_request q = {};
@@ -782,14 +846,6 @@ out:
         return ret;
 }
 
-static int verb_not_implemented(struct ctl *ctl, int argc, char **argv) {
-        (void) ctl;
-        (void) argc;
-        (void) argv;
-        fprintf(stderr, "memctl: this command is not implemented yet\n");
-        return EXIT_FAIL;
-}
-
 #define ARGS_MAX 64u
 
 const struct verb verbs[] = {
@@ -798,7 +854,7 @@ const struct verb verbs[] = {
         { "gc", 1, 1, verb_gc, "PID", "forced GC cycle (the process's reclaimers)" },
         { "heap", 1, ARGS_MAX, verb_heap, "PID [-o FILE] [--format F]", "heap profile: proto (pprof, default), text, folded" },
         { "top", 1, ARGS_MAX, verb_top, "PID [-n N] [--cum] [--sample S]", "pprof's top table of its heap profile" },
-        { "set", 2, ARGS_MAX, verb_not_implemented, "PID KEY=VALUE...", "runtime policy change (not implemented yet)" },
+        { "set", 2, ARGS_MAX, verb_set, "PID KEY=VALUE...", "runtime policy change, until the process exits" },
         { "trace", 0, 1, verb_trace, "[PID]", "follow gc/scvg events live" },
         {}
 };

@@ -29,6 +29,7 @@ static const char *const type_names[] = {
         [PROTO_MSG_PROFILE_REQUEST] = "PROFILE_REQUEST",
         [PROTO_MSG_SET_RATE] = "SET_RATE",
         [PROTO_MSG_SET_MEMORY_LIMIT] = "SET_MEMORY_LIMIT",
+        [PROTO_MSG_SET_POLICY] = "SET_POLICY",
         [PROTO_MSG_STATUS_REQUEST] = "STATUS_REQUEST",
         [PROTO_MSG_STATUS_REPLY] = "STATUS_REPLY",
         [PROTO_MSG_SUBSCRIBE] = "SUBSCRIBE",
@@ -288,6 +289,12 @@ static const struct proto_field profile_data_table[] = {
 static const struct proto_field set_rate_table[] = {
         F("pid", U32, struct proto_request, pid, false),
         F("rate_bytes", U64, struct proto_request, value, true),
+        FEND
+};
+
+static const struct proto_field set_policy_table[] = {
+        F("pid", U32, struct proto_request, pid, false),
+        FS("settings", struct proto_request, settings, true),
         FEND
 };
 
@@ -898,6 +905,8 @@ int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const str
                 return pack_table_msg_sparse(pk, type, id, set_rate_table, q);
         case PROTO_MSG_SET_MEMORY_LIMIT:
                 return pack_table_msg_sparse(pk, type, id, set_limit_table, q);
+        case PROTO_MSG_SET_POLICY:
+                return pack_table_msg_sparse(pk, type, id, set_policy_table, q);
         }
         return -EINVAL;
 }
@@ -1093,6 +1102,8 @@ int proto_decode_request(const struct proto_msg *m, struct proto_request *ret) {
                 return proto_decode(m->body, set_rate_table, ret);
         case PROTO_MSG_SET_MEMORY_LIMIT:
                 return proto_decode(m->body, set_limit_table, ret);
+        case PROTO_MSG_SET_POLICY:
+                return proto_decode(m->body, set_policy_table, ret);
         }
         return -EBADMSG;
 }

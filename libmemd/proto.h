@@ -73,6 +73,7 @@ enum proto_msg_type {
         PROTO_MSG_PROFILE_REQUEST = 36,  /* C -> D (pid), D -> A; answered by snapshot + mappings */
         PROTO_MSG_SET_RATE = 37,         /* C -> D (pid), D -> A; OK with the previous rate */
         PROTO_MSG_SET_MEMORY_LIMIT = 38, /* C -> D (pid), D -> A; OK with the previous limit */
+        PROTO_MSG_SET_POLICY = 39,       /* C -> D (pid, settings): memctl set; OK or ERROR */
 
         PROTO_MSG_STATUS_REQUEST = 48,   /* C -> D */
         PROTO_MSG_STATUS_REPLY = 49,     /* D -> C */
@@ -251,6 +252,7 @@ struct proto_request {
         bool fd;                /* PROFILE_REQUEST: the client takes the file as a descriptor */
         bool automatic;         /* SCAVENGE_REQUEST from memd's policy: the cycle is not forced */
         bool scavenge_only;     /* SCAVENGE_REQUEST: no reclaimers, no GC, only the trim */
+        char settings[PROTO_NAME_MAX]; /* SET_POLICY: "key=value" lines (required) */
 };
 
 /* PROFILE_DATA: one part of a formatted profile. */
@@ -342,7 +344,7 @@ int proto_pack_profile(msgpack_packer *pk, uint32_t type, uint64_t id, const str
 int proto_pack_mappings(msgpack_packer *pk, uint64_t id, uint32_t pid,
                         const struct proto_mapping *m, size_t n);
 int proto_pack_event(msgpack_packer *pk, uint64_t id, const struct proto_event *e);
-/* type: one of the *_REQUEST types, SET_RATE, SET_MEMORY_LIMIT or SUBSCRIBE. */
+/* type: one of the *_REQUEST types, SET_RATE, SET_MEMORY_LIMIT, SET_POLICY or SUBSCRIBE. */
 int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const struct proto_request *q);
 int proto_pack_gc_result(msgpack_packer *pk, uint64_t id, const struct proto_gc_result *g);
 int proto_pack_profile_data(msgpack_packer *pk, uint64_t id, const struct proto_profile_data *d);

@@ -9,6 +9,7 @@
 
 #include <ev.h>
 
+#include "memd-config.h"
 #include "memd.h"
 #include "policy.h"
 #include "proto.h"
@@ -106,7 +107,10 @@ struct process {
         struct event *events;   /* ring of EVENT_HISTORY, allocated on the first */
         uint64_t n_events;      /* ever received */
         int64_t last_gc_ns, last_scvg_ns;
-        struct policy_values policy;    /* in force */
+        struct policy policy;           /* in force: the files', then memctl set's (sources into server.config) */
+        struct policy runtime;          /* memctl set's values... */
+        bool runtime_set[_POLICY_KEY_MAX]; /* ...for these keys, until the process exits */
+        struct policy_values values;    /* what the decisions read, from policy */
         struct policy_track track;
         /* Without a connection: the process exited (kept for post-mortem
          * profiles until the timer fires), or its agent went away and may
@@ -141,6 +145,8 @@ struct server {
         ev_io pressure_io;
         char *pressure_path;
         uint64_t pressure_events;
+        const char *config_dir;         /* --config-dir */
+        struct config *config;          /* loaded from it; NULL = the built-in defaults */
 };
 
 /* pressure.c: starts watching (never fails for a missing PSI: it logs). */

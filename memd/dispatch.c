@@ -292,6 +292,41 @@ static int dispatch_forward(struct conn *c, const struct proto_msg *m) {
         return 0;
 }
 
+/* SET_POLICY (memctl set): memd's own business, the agent hears only of a
+ * new ProfileRate.  All the settings or none. */
+static int dispatch_set_policy(struct conn *c, const struct proto_msg *m) {
+        struct proto_request *q = calloc(1, sizeof *q);
+        struct process *p;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        char err[512];
+        int r;
+
+        if (!q)
+                return reply_error(c, m->id, ENOMEM, "out of memory");
+        r = proto_decode_request(m, q);
+        if (r < 0) {
+                free(q);
+                return bad_body(c, m, r);
+        }
+        p = target(c, m, q, &r);
+        if (!p) {
+                free(q);
+                return r;
+        }
+        if (p->exited_ns) {
+                free(q);
+                return reply_error(c, m->id, ESRCH, "process exited");
+        }
+        r = policy_set_runtime(p, q->settings, err, sizeof err);
+        free(q);
+        if (r < 0)
+                return reply_error(c, m->id, -r, err);
+        log_event("policy", p, "pid %d (%s): memctl set by uid %u", (int) p->pid, p->comm, (unsigned) c->uid);
+        PACK_INIT(sb, pk);
+        return send_packed(c, &sb, proto_pack_ok(&pk, m->id, UINT64_MAX));
+}
+
 /* A formatted profile, written by memd from its copy: the memfd itself when
  * the client takes descriptors (one PROFILE_DATA with fd, the file passed
  * with SCM_RIGHTS: no copy through the socket, 17 MiB for a text profile of
@@ -529,6 +564,7 @@ static const struct {
         { PROTO_MSG_PROFILE_REQUEST, WHO_CONTROL, dispatch_profile_request },
         { PROTO_MSG_SET_RATE, WHO_CONTROL, dispatch_forward },
         { PROTO_MSG_SET_MEMORY_LIMIT, WHO_CONTROL, dispatch_forward },
+        { PROTO_MSG_SET_POLICY, WHO_CONTROL, dispatch_set_policy },
         { PROTO_MSG_SUBSCRIBE, WHO_CONTROL, dispatch_subscribe },
 };
 

@@ -156,17 +156,162 @@ static const char *action_name(enum policy_action a) {
         return a == POLICY_LIMIT ? "limit" : a == POLICY_IDLE ? "idle" : "pressure";
 }
 
-void policy_attach(struct process *p) {
-        policy_track_init(&p->track);
-        policy_values_default(&p->policy);
+static void config_error(const char *msg, void *userdata) {
+        (void) userdata;
+        log_msg(LOG_WARNING, "configuration: %s", msg);
+}
+
+/* The decisions' view of a policy: IdleTimeout=infinity is "never". */
+static void values_of(const struct policy *p, struct policy_values *v) {
+        *v = (struct policy_values) {
+                .memory_limit = p->memory_limit,
+                .idle_memory_max = p->idle_memory_max,
+                .idle_timeout_ns = p->idle_timeout_ns > INT64_MAX ? INT64_MAX : (int64_t) p->idle_timeout_ns,
+                .reclaim_on_pressure = p->reclaim_on_pressure,
+        };
+}
+
+static void copy_key(struct policy *to, const struct policy *from, enum policy_key k) {
+        switch (k) {
+        case POLICY_MEMORY_LIMIT:
+                to->memory_limit = from->memory_limit;
+                break;
+        case POLICY_IDLE_MEMORY_MAX:
+                to->idle_memory_max = from->idle_memory_max;
+                break;
+        case POLICY_IDLE_TIMEOUT:
+                to->idle_timeout_ns = from->idle_timeout_ns;
+                break;
+        case POLICY_RECLAIM_ON_PRESSURE:
+                to->reclaim_on_pressure = from->reclaim_on_pressure;
+                break;
+        case POLICY_GC_PERCENT:
+                to->gc_percent = from->gc_percent;
+                break;
+        case POLICY_PROFILE_RATE:
+                to->profile_rate = from->profile_rate;
+                to->profile_rate_set = from->profile_rate_set;
+                break;
+        default:
+                return;
+        }
+        to->source[k] = from->source[k];
+}
+
+/* /proc/PID/exe, "" when unreadable (the process is gone, or another
+ * user's without the capability). */
+static void read_exe(pid_t pid, char *buf, size_t len) {
+        char path[64];
+        ssize_t n;
+
+        snprintf(path, sizeof path, "/proc/%d/exe", (int) pid);
+        n = readlink(path, buf, len - 1);
+        buf[n > 0 ? n : 0] = 0;
+}
+
+/* The policy of p from the files, memctl set's values on top; what changed
+ * for the agent (ProfileRate) is sent to it. */
+static void resolve(struct process *p) {
+        char exe[4096];
+        struct policy_subject subj = { .comm = p->comm, .unit = p->unit[0] ? p->unit : NULL, .uid = p->uid };
+        uint64_t old_rate = p->policy.profile_rate_set ? p->policy.profile_rate : UINT64_MAX;
+
+        read_exe(p->pid, exe, sizeof exe);
+        subj.exe = exe[0] ? exe : NULL;
+        config_resolve(p->server->config, &subj, &p->policy);
+        for (int k = 0; k < _POLICY_KEY_MAX; k++)
+                if (p->runtime_set[k])
+                        copy_key(&p->policy, &p->runtime, (enum policy_key) k);
+        values_of(&p->policy, &p->values);
+        if (p->policy.profile_rate_set && p->policy.profile_rate != old_rate && p->conn && !p->exited_ns) {
+                struct proto_request q = { .value = p->policy.profile_rate };
+                int r = forward_policy_request(p, PROTO_MSG_SET_RATE, &q);
+                if (r < 0)
+                        log_errno(LOG_WARNING, r, "pid %d (%s): cannot set ProfileRate: %m", (int) p->pid, p->comm);
+                else
+                        p->track.in_flight_ns = mono_ns();
+        }
 }
 
 void policy_values_default(struct policy_values *v) {
-        *v = (struct policy_values) {
-                .idle_memory_max = POLICY_DEFAULT_IDLE_MEMORY_MAX,
-                .idle_timeout_ns = POLICY_DEFAULT_IDLE_TIMEOUT_NS,
-                .reclaim_on_pressure = true,
-        };
+        struct policy p;
+
+        policy_defaults(&p);
+        values_of(&p, v);
+}
+
+void policy_attach(struct process *p) {
+        policy_track_init(&p->track);
+        resolve(p);
+}
+
+void policy_update(struct process *p) {
+        resolve(p);
+}
+
+int policy_load(struct server *s) {
+        const char *dir = s->config_dir ? s->config_dir : CONFIG_DIR_DEFAULT;
+        struct config *c = NULL, *old = s->config;
+        int r = config_load(dir, &c, config_error, NULL);
+
+        if (r < 0)
+                return log_errno(LOG_ERR, r, "configuration: cannot load %s: %m; keeping the previous one", dir);
+        s->config = c;
+        /* Sources point into the configuration: every process moves to the
+         * new one before the old goes. */
+        for (struct process *p = s->processes; p; p = p->next)
+                resolve(p);
+        config_free(old);
+        log_msg(LOG_INFO, "configuration: %zu file%s from %s", config_n_files(c), config_n_files(c) == 1 ? "" : "s",
+                dir);
+        return 0;
+}
+
+void policy_done(struct server *s) {
+        config_free(s->config);
+        s->config = NULL;
+}
+
+int policy_set_runtime(struct process *p, const char *settings, char *err, size_t err_len) {
+        struct policy next = p->runtime;
+        bool set[_POLICY_KEY_MAX];
+        char line[512];
+
+        memcpy(set, p->runtime_set, sizeof set);
+        for (const char *c = settings; *c;) {
+                size_t n = strcspn(c, "\n");
+                char *eq;
+                int k;
+
+                if (n >= sizeof line) {
+                        snprintf(err, err_len, "setting too long: %.40s...", c);
+                        return -EINVAL;
+                }
+                memcpy(line, c, n);
+                line[n] = 0;
+                c += n + (c[n] == '\n');
+                if (!line[0])
+                        continue;
+                eq = strchr(line, '=');
+                if (!eq) {
+                        snprintf(err, err_len, "%s: expected KEY=VALUE", line);
+                        return -EINVAL;
+                }
+                *eq = 0;
+                k = policy_key_from_name(line);
+                if (k < 0) {
+                        snprintf(err, err_len, "%s: unknown key (memory-limit, idle-memory-max, idle-timeout, "
+                                 "reclaim-on-pressure, gc-percent, profile-rate)", line);
+                        return -EINVAL;
+                }
+                if (policy_set(&next, line, eq + 1, "memctl set", err, err_len) < 0)
+                        return -EINVAL;
+                set[k] = true;
+        }
+        p->runtime = next;
+        memcpy(p->runtime_set, set, sizeof set);
+        resolve(p);
+        return 0;
 }
 
 /* Sends the request an action calls for and logs it.  kind: POLICY_LIMIT
@@ -191,7 +336,7 @@ void policy_stats(struct process *p) {
 
         if (!p->conn || p->exited_ns || !p->has_stats)
                 return;
-        a = policy_decide(&p->track, &p->policy, &p->stats, mono_ns(), why, sizeof why);
+        a = policy_decide(&p->track, &p->values, &p->stats, mono_ns(), why, sizeof why);
         if (a != POLICY_NONE)
                 policy_request(p, action_name(a), a == POLICY_IDLE, why);
 }
@@ -201,7 +346,7 @@ void policy_request_done(struct process *p) {
 }
 
 uint64_t policy_process_allowance(const struct process *p) {
-        return p->has_stats ? policy_allowance(&p->track, &p->policy, p->stats.HeapInuse, mono_ns()) : 0;
+        return p->has_stats ? policy_allowance(&p->track, &p->values, p->stats.HeapInuse, mono_ns()) : 0;
 }
 
 #define PRESSURE_BATCH 4
@@ -227,7 +372,7 @@ size_t policy_pressure(struct server *s, const char *what) {
         for (struct process *p = s->processes; p; p = p->next, n++) {
                 procs[n] = p;
                 held[n] = p->has_stats ? sub0(p->stats.HeapSys, p->stats.HeapReleased) : 0;
-                ok[n] = p->conn && !p->exited_ns && p->policy.reclaim_on_pressure && !p->track.in_flight_ns &&
+                ok[n] = p->conn && !p->exited_ns && p->values.reclaim_on_pressure && !p->track.in_flight_ns &&
                         (!p->track.pressure_last_ns || now - p->track.pressure_last_ns >= POLICY_PRESSURE_COOLDOWN_NS);
         }
         k = policy_pressure_pick(held, ok, n, pick, PRESSURE_BATCH);
@@ -246,25 +391,29 @@ size_t policy_pressure(struct server *s, const char *what) {
         return k;
 }
 
-/* Where the value of key k came from (until the policy files land, all
- * are memd's defaults). */
-static const char *policy_source(const struct process *p, int k) {
-        (void) p;
-        (void) k;
-        return "default";
-}
-
 void policy_describe(const struct process *p, char *buf, size_t len) {
-        const struct policy_values *v = &p->policy;
-        char a[32], b[32];
-        int n;
+        const struct policy *v = &p->policy;
+        char a[32], b[32], t[32], g[32], r[32];
 
         mib(a, sizeof a, v->memory_limit);
         mib(b, sizeof b, v->idle_memory_max);
-        n = snprintf(buf, len,
-                     "MemoryLimit=%s\t%s\nIdleMemoryMax=%s\t%s\nIdleTimeout=%.0fs\t%s\nReclaimOnPressure=%s\t%s\n",
-                     v->memory_limit ? a : "none", policy_source(p, 0), b, policy_source(p, 1),
-                     (double) v->idle_timeout_ns / 1e9, policy_source(p, 2), v->reclaim_on_pressure ? "yes" : "no",
-                     policy_source(p, 3));
-        (void) n;
+        if (v->idle_timeout_ns == UINT64_MAX)
+                snprintf(t, sizeof t, "infinity");
+        else
+                snprintf(t, sizeof t, "%gs", (double) v->idle_timeout_ns / 1e9);
+        if (v->gc_percent < 0)
+                snprintf(g, sizeof g, "off");
+        else
+                snprintf(g, sizeof g, "%d", v->gc_percent);
+        if (v->profile_rate_set)
+                snprintf(r, sizeof r, "%" PRIu64, v->profile_rate);
+        else
+                snprintf(r, sizeof r, "unchanged");
+        snprintf(buf, len,
+                 "MemoryLimit=%s\t%s\nIdleMemoryMax=%s\t%s\nIdleTimeout=%s\t%s\nReclaimOnPressure=%s\t%s\n"
+                 "GCPercent=%s\t%s\nProfileRate=%s\t%s\n",
+                 v->memory_limit ? a : "none", v->source[POLICY_MEMORY_LIMIT], b, v->source[POLICY_IDLE_MEMORY_MAX], t,
+                 v->source[POLICY_IDLE_TIMEOUT], v->reclaim_on_pressure ? "yes" : "no",
+                 v->source[POLICY_RECLAIM_ON_PRESSURE], g, v->source[POLICY_GC_PERCENT], r,
+                 v->source[POLICY_PROFILE_RATE]);
 }

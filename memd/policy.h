@@ -59,14 +59,19 @@ uint64_t policy_allowance(const struct policy_track *t, const struct policy_valu
  * returns how many. */
 size_t policy_pressure_pick(const uint64_t *held, const bool *eligible, size_t n, size_t *out, size_t max);
 
-#define POLICY_DEFAULT_IDLE_MEMORY_MAX (32ULL << 20)
-#define POLICY_DEFAULT_IDLE_TIMEOUT_NS 30000000000LL
-
 /* memd's side (the process's policy and track live in struct process). */
 struct process;
 struct server;
+/* The built-in defaults (memd-config.h's policy_defaults) as decided on. */
 void policy_values_default(struct policy_values *v);
+/* Loads --config-dir (at start and on SIGHUP): bad files are logged and
+ * skipped; every process's policy is resolved again.  -ENOMEM keeps the old. */
+int policy_load(struct server *s);
+void policy_done(struct server *s);
 void policy_attach(struct process *p);
+void policy_update(struct process *p);          /* its name, user or executable changed (exec) */
+/* memctl set: "key=value" lines, all or nothing; err says what is wrong. */
+int policy_set_runtime(struct process *p, const char *settings, char *err, size_t err_len);
 void policy_stats(struct process *p);           /* on each MEMSTATS */
 void policy_request_done(struct process *p);    /* the request it made ended */
 uint64_t policy_process_allowance(const struct process *p);

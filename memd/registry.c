@@ -120,6 +120,7 @@ int registry_attach(struct server *s, struct conn *c) {
                 c->process = p;
                 p->uid = c->uid; /* an exec of a setuid program changes it */
                 read_comm(p->pid, p->comm, sizeof p->comm); /* and the name */
+                policy_update(p); /* so its policy may have changed */
                 log_event("attach", p, "reattach pid %d (%s)", (int) p->pid, p->comm);
                 return 0;
         }
@@ -140,7 +141,6 @@ int registry_attach(struct server *s, struct conn *c) {
         p->uid = c->uid;
         p->pidfd = fd;
         p->attached_ns = now_ns();
-        policy_attach(p);
         store_init(&p->profile);
         ev_timer_init(&p->linger, linger_done, CONN_GRACE_S, 0.);
         p->linger.data = p;
@@ -161,6 +161,7 @@ int registry_attach(struct server *s, struct conn *c) {
                 s->processes->prev = p;
         s->processes = p;
         s->n_processes++;
+        policy_attach(p);
         log_event("attach", p, "attach pid %d (%s)%s%s", (int) p->pid, p->comm,
                   p->unit[0] ? " unit " : "", p->unit);
         notify_status(s);
@@ -250,7 +251,7 @@ void registry_fill(const struct process *p, struct proto_process *ret) {
         ret->profile_inuse_bytes = t.inuse_bytes;
         ret->limit_bytes = p->policy.memory_limit;
         ret->idle_max_bytes = p->policy.idle_memory_max;
-        ret->idle_timeout_ns = (uint64_t) p->policy.idle_timeout_ns;
+        ret->idle_timeout_ns = p->policy.idle_timeout_ns;
         ret->allowance_bytes = policy_process_allowance(p);
         ret->policy_actions = p->track.actions;
         snprintf(ret->policy_last, sizeof ret->policy_last, "%s", p->track.last);

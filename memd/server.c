@@ -435,6 +435,7 @@ void server_stop(struct server *s) {
         pressure_stop(s);
         forward_done(s);
         registry_done(s);
+        policy_done(s);
         heap_done(s);
         if (s->listen_fd >= 0) {
                 ev_io_stop(s->loop, &s->listen_io);
