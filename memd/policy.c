@@ -23,8 +23,11 @@
  * Idle memory: idle = HeapIdle - HeapReleased, resident and unused.  Once it
  * has stayed above IdleMemoryMax for IdleTimeout, and is above IdleMemoryMax
  * plus the allowance, memd asks for a scavenge alone (no reclaimer: the
- * caches stay).  The allowance is the recent peak of HeapInuse over the
- * current HeapInuse, decaying to 0 over IdleTimeout along a smoothstep: a
+ * caches stay).  The allowance is the recent peak of the heap used over the
+ * current HeapInuse, decaying to 0 over IdleTimeout along a smoothstep (the
+ * heap used in a stats interval is HeapInuse plus what was allocated since
+ * the previous stats, at most the heap held: a burst freed within the
+ * second counts), so that a
  * workload that frees and re-allocates the same amount keeps refreshing its
  * peak and is not scavenged over and over (its idle memory is what it will
  * use again in a moment); a cache emptied for good sees its allowance gone
@@ -70,9 +73,20 @@ enum policy_action policy_decide(struct policy_track *t, const struct policy_val
 
         if (why_len)
                 why[0] = 0;
-        /* The peak, before anything else: it is what the process used. */
-        if (s->HeapInuse >= decayed_peak(t, v, now)) {
-                t->peak_inuse = s->HeapInuse;
+        /* The peak, before anything else: what the process used.  Stats
+         * come once a second, and a burst of allocations freed again within
+         * it never shows in HeapInuse; what was allocated since the last
+         * stats (TotalAlloc grows by it) was needed in that second too, up
+         * to the heap held. */
+        uint64_t used = s->HeapInuse;
+        if (t->total_alloc_seen && s->TotalAlloc > t->total_alloc) {
+                uint64_t burst = s->HeapInuse + (s->TotalAlloc - t->total_alloc);
+                used = burst < held ? burst : held; /* held >= HeapInuse */
+        }
+        t->total_alloc = s->TotalAlloc;
+        t->total_alloc_seen = true;
+        if (used >= decayed_peak(t, v, now)) {
+                t->peak_inuse = used;
                 t->peak_ns = now;
         }
         if (idle > v->idle_memory_max) {

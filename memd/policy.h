@@ -19,7 +19,7 @@ struct policy_values {
 /* A process's history as the decisions need it. */
 struct policy_track {
         int64_t idle_since_ns;          /* idle above IdleMemoryMax since; 0 = not */
-        uint64_t peak_inuse;            /* the last peak of HeapInuse... */
+        uint64_t peak_inuse;            /* the last peak of the heap used (HeapInuse + the allocations since the last stats)... */
         int64_t peak_ns;                /* ...and when it was seen */
         int64_t limit_last_ns;          /* the last MemoryLimit action */
         int64_t limit_backoff_ns;       /* least time between two; doubles while they do not help */
@@ -27,6 +27,8 @@ struct policy_track {
         int64_t idle_last_ns;           /* the last idle scavenge */
         int64_t pressure_last_ns;       /* the last reclaim asked under pressure */
         int64_t in_flight_ns;           /* a request is out since; 0 = none */
+        uint64_t total_alloc;           /* TotalAlloc of the previous stats */
+        bool total_alloc_seen;
         uint64_t actions;               /* requests made, all kinds */
         char last[256];                 /* the last action, as logged */
 };

@@ -144,6 +144,32 @@ START_TEST(test_steady_not_scavenged) {
 }
 END_TEST
 
+/* The same churn as a real program shows it: each burst (64 MiB allocated
+ * and freed within 50 ms) falls between two stats, so HeapInuse is always
+ * near 0; TotalAlloc grows by 128 MiB a second.  Not scavenged either; and
+ * scavenged once the bursts stop. */
+START_TEST(test_bursts_not_scavenged) {
+        struct policy_track t;
+        struct policy_values v = values(0);
+        struct memd_memstats st = stats(1 * MiB, 63 * MiB, 0);
+        char why[256];
+        int acted = 0, s;
+
+        policy_track_init(&t);
+        for (s = 0; s < 300; s++) {
+                st.TotalAlloc += 128 * MiB;
+                ck_assert_msg(policy_decide(&t, &v, &st, s * SEC, why, sizeof why) == POLICY_NONE,
+                              "scavenged at %d s: %s", s, why);
+        }
+        for (; s < 400; s++) {
+                acted += policy_decide(&t, &v, &st, s * SEC, why, sizeof why) == POLICY_IDLE;
+                if (acted)
+                        st.HeapReleased = st.HeapIdle;
+        }
+        ck_assert_int_eq(acted, 1);
+}
+END_TEST
+
 /* The allowance: full at the peak, half at half the timeout (smoothstep),
  * none from the timeout on; never negative. */
 START_TEST(test_allowance_decay) {
@@ -193,6 +219,7 @@ int main(void) {
         tcase_add_test(tc, test_in_flight);
         tcase_add_test(tc, test_idle_after_spike);
         tcase_add_test(tc, test_steady_not_scavenged);
+        tcase_add_test(tc, test_bursts_not_scavenged);
         tcase_add_test(tc, test_allowance_decay);
         tcase_add_test(tc, test_pressure_pick);
         suite_add_tcase(s, tc);
