@@ -34,6 +34,12 @@ static uint32_t fake_threads = 4;
 void interpose_init(void) {
 }
 
+/* memd_set_memory_limit starts the enforcing thread: counted. */
+static int monitor_starts;
+void monitor_start(void) {
+        monitor_starts++;
+}
+
 /* The agent's wake-up: counted, so the tests see every event announced. */
 static _Atomic int notified;
 void agent_notify(void) {
