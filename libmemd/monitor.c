@@ -215,7 +215,7 @@ void monitor_start(void) {
         spawn();
 }
 
-static void warn_pressure(const char *path, const char *why) {
+static void warn_pressure(const char *path, const char *why, int r) {
         char msg[400];
         struct buf b = { msg, 0, sizeof(msg) - 1 };
 
@@ -223,6 +223,12 @@ static void warn_pressure(const char *path, const char *why) {
         buf_puts(&b, path);
         buf_puts(&b, ": ");
         buf_puts(&b, why);
+        if (r != -EINVAL || strstr(why, "refused")) {
+                const char *e = strerrordesc_np(-r);
+                buf_puts(&b, " (");
+                buf_puts(&b, e ? e : "error");
+                buf_puts(&b, ")");
+        }
         buf_puts(&b, "; memory pressure not watched");
         msg[b.len] = 0;
         memd_warn(msg);
@@ -239,7 +245,7 @@ void monitor_init(void) {
                         pressure_wanted = true;
         }
         if (r < 0)
-                warn_pressure(watch, why);
+                warn_pressure(watch, why, r);
         if (pressure_wanted || atomic_load(&memd_config.memory_limit) || memd_config.gcpercent >= 0)
                 monitor_start();
 }
