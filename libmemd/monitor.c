@@ -223,7 +223,9 @@ static void warn_pressure(const char *path, const char *why, int r) {
         buf_puts(&b, path);
         buf_puts(&b, ": ");
         buf_puts(&b, why);
-        if (r != -EINVAL || strstr(why, "refused")) {
+        /* Our own verdicts (-EINVAL, -EBADF, -ENOTTY) say it all; a system
+         * call's error says why it failed. */
+        if ((r != -EINVAL && r != -EBADF && r != -ENOTTY) || strstr(why, "refused")) {
                 const char *e = strerrordesc_np(-r);
                 buf_puts(&b, " (");
                 buf_puts(&b, e ? e : "error");
