@@ -458,17 +458,8 @@ static uint64_t read_rss(void) {
         return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
 }
 
-/* Runs a cycle for memd with the guard down, so the reclaimers' frees of
- * sampled blocks are matched. */
 static size_t run_cycle(bool scavenge, uint64_t *released, struct reclaim_report *rep) {
-        struct thread_state *t = &memd_thread;
-        uint32_t g = t->guard;
-        size_t freed;
-
-        t->guard = 0;
-        freed = reclaim_cycle(true, scavenge, released, rep);
-        t->guard = g;
-        return freed;
+        return reclaim_cycle_unguarded(true, scavenge, released, rep);
 }
 
 static int handle_gc(struct agent *a, uint64_t id) {

@@ -162,6 +162,10 @@ void reclaim_atfork_child(void);
  * longer resident; ret_report: the cycle's events (zeroed when a reclaimer
  * asked for a cycle from inside one).  Both may be NULL. */
 size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *ret_report);
+/* The same from one of libmemd's threads (agent, monitor), which run with
+ * the guard up: dropped for the cycle, so the reclaimers' frees of sampled
+ * blocks are matched. */
+size_t reclaim_cycle_unguarded(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *ret_report);
 /* Copies the kept events newer than seq `after` into out, oldest first;
  * *ret_dropped counts those that fell out of the ring unread. */
 size_t reclaim_events_since(uint64_t after, struct reclaim_event *out, size_t max, uint64_t *ret_dropped);

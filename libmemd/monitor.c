@@ -111,14 +111,7 @@ static uint64_t heap_held(void) {
 }
 
 static size_t run_cycle(bool scavenge, uint64_t *ret_released) {
-        struct thread_state *t = &memd_thread;
-        uint32_t g = t->guard;
-        size_t freed;
-
-        t->guard = 0;
-        freed = reclaim_cycle(false, scavenge, ret_released, NULL);
-        t->guard = g;
-        return freed;
+        return reclaim_cycle_unguarded(false, scavenge, ret_released, NULL);
 }
 
 static void *monitor_main(void *arg _unused_) {

@@ -90,20 +90,17 @@ int pressure_parse(struct pressure *p, const char *watch, const char *write_b64,
         return 1;
 }
 
-static int write_all(int fd, const uint8_t *b, size_t len) {
-        while (len) {
-                ssize_t n = write(fd, b, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        return -EIO;
-                b += n;
-                len -= (size_t) n;
-        }
-        return 0;
+/* In one write: the kernel reads a PSI trigger from a single write(2), and
+ * 256 bytes into a fresh socket or a FIFO always fit. */
+static int write_once(int fd, const uint8_t *b, size_t len) {
+        ssize_t n;
+
+        do
+                n = write(fd, b, len);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        return (size_t) n == len ? 0 : -EIO;
 }
 
 static int open_socket(const char *path) {
@@ -178,7 +175,7 @@ int pressure_open(struct pressure *p, const char **ret_why) {
                 *ret_why = "neither a PSI file, a FIFO nor a socket";
                 return -EBADF;
         }
-        if (p->write_len && (r = write_all(fd, p->write, p->write_len)) < 0) {
+        if (p->write_len && (r = write_once(fd, p->write, p->write_len)) < 0) {
                 close(fd);
                 *ret_why = p->events == POLLPRI ? "the kernel refused the trigger" : "cannot write MEMORY_PRESSURE_WRITE to it";
                 return r;

@@ -477,6 +477,17 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct 
         return freed;
 }
 
+size_t reclaim_cycle_unguarded(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *ret_report) {
+        struct thread_state *t = &memd_thread;
+        uint32_t g = t->guard;
+        size_t freed;
+
+        t->guard = 0;
+        freed = reclaim_cycle(forced, scavenge, ret_released, ret_report);
+        t->guard = g;
+        return freed;
+}
+
 size_t memd_gc(void) {
         return reclaim_cycle(true, false, NULL, NULL);
 }

@@ -28,7 +28,7 @@ uint64_t reclaim_heap_goal(uint64_t live, int gcpercent, uint64_t limit) {
         return goal;
 }
 uint64_t reclaim_live_after(void) { return 0; }
-size_t reclaim_cycle(bool f, bool s, uint64_t *r, struct reclaim_report *p) { (void) f; (void) s; (void) r; (void) p; return 0; }
+size_t reclaim_cycle_unguarded(bool f, bool s, uint64_t *r, struct reclaim_report *p) { (void) f; (void) s; (void) r; (void) p; return 0; }
 void reclaim_wait_idle(unsigned ms) { (void) ms; }
 void stats_counters(struct memd_memstats *s) { (void) s; }
 int stats_read_heap(const char *m, struct memd_memstats *s) { (void) m; (void) s; return 0; }
