@@ -47,15 +47,6 @@
 #define OUT_MAX_BYTES (128u << 20)
 #define BUCKETS_PER_MSG 16384u          /* 16384 x proto_bucket_bytes_max() < a frame */
 #define MAPPINGS_MAX 4096u
-#define HIGH_FD 512                     /* out of the way of programs that reuse low fds */
-
-/* A descriptor the application may close behind our back (daemons closing
- * every fd): we only use it while fstat still names the file we opened. */
-struct own_fd {
-        int fd;
-        dev_t dev;
-        ino_t ino;
-};
 
 /* What was last sent for one bucket, to compute deltas. */
 struct shadow {
@@ -98,44 +89,11 @@ static int64_t mono_ns(void) {
         return now_ns(CLOCK_MONOTONIC);
 }
 
-static int own_set(struct own_fd *o, int fd) {
-        struct stat st;
-        int hi;
-
-        /* F_DUPFD fails when RLIMIT_NOFILE is below HIGH_FD: keep fd then. */
-        hi = fcntl(fd, F_DUPFD_CLOEXEC, HIGH_FD);
-        if (hi >= 0) {
-                close(fd);
-                fd = hi;
-        }
-        if (fstat(fd, &st) < 0) {
-                close(fd);
-                return -errno;
-        }
-        o->fd = fd;
-        o->dev = st.st_dev;
-        o->ino = st.st_ino;
-        return 0;
-}
-
-static bool own_ok(const struct own_fd *o) {
-        struct stat st;
-
-        return o->fd >= 0 && fstat(o->fd, &st) == 0 && st.st_dev == o->dev && st.st_ino == o->ino;
-}
-
-/* Closes o if it is still ours; forgets it either way. */
-static void own_close(struct own_fd *o) {
-        if (own_ok(o))
-                close(o->fd);
-        o->fd = -1;
-}
-
 void agent_notify(void) {
         uint64_t one = 1;
         struct own_fd o = agent.efd;
 
-        if (atomic_load(&agent_running) && own_ok(&o))
+        if (atomic_load(&agent_running) && ownfd_ok(&o))
                 (void) !write(o.fd, &one, sizeof(one));
 }
 
@@ -500,17 +458,8 @@ static uint64_t read_rss(void) {
         return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
 }
 
-/* Runs a cycle for memd with the guard down, so the reclaimers' frees of
- * sampled blocks are matched. */
 static size_t run_cycle(bool forced, bool gc_cycle, bool scavenge, uint64_t *released, struct reclaim_report *rep) {
-        struct thread_state *t = &memd_thread;
-        uint32_t g = t->guard;
-        size_t freed;
-
-        t->guard = 0;
-        freed = reclaim_run(forced, gc_cycle, scavenge, released, rep);
-        t->guard = g;
-        return freed;
+        return reclaim_run_unguarded(forced, gc_cycle, scavenge, released, rep);
 }
 
 static int handle_gc(struct agent *a, uint64_t id) {
@@ -591,7 +540,7 @@ static int handle_request(struct agent *a, const struct proto_msg *m) {
 /* ---- the connection ---- */
 
 static void disconnect(struct agent *a) {
-        own_close(&a->sock);
+        ownfd_close(&a->sock);
         a->state = DISCONNECTED;
         a->out_off = a->out_len = 0;
         proto_reader_free(a->reader);
@@ -635,7 +584,7 @@ static int try_connect(struct agent *a) {
                 }
                 return -EPERM;
         }
-        r = own_set(&a->sock, fd);
+        r = ownfd_set(&a->sock, fd);
         if (r < 0)
                 return r;
         r = proto_reader_new(&a->reader);
@@ -707,7 +656,7 @@ static void watch_dir(struct agent *a) {
 
         if (a->ifd.fd < 0) {
                 fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-                if (fd < 0 || own_set(&a->ifd, fd) < 0)
+                if (fd < 0 || ownfd_set(&a->ifd, fd) < 0)
                         return;
         }
         if (a->iwd >= 0)
@@ -793,7 +742,7 @@ static void *agent_main(void *arg) {
                 if (a->state == WAIT_HELLO && mono_ns() >= a->hello_deadline)
                         r = -ETIMEDOUT;
                 if (r >= 0 && a->state != DISCONNECTED)
-                        r = own_ok(&a->sock) ? out_flush(a) : -EBADF;
+                        r = ownfd_ok(&a->sock) ? out_flush(a) : -EBADF;
                 if (r < 0) {
                         retry_at = give_up(a);
                         continue;
@@ -806,9 +755,9 @@ static void *agent_main(void *arg) {
                         timeout = poll_ms(a->state == CONNECTED ? a->next_tick : a->hello_deadline);
                 } else
                         timeout = poll_ms(retry_at);
-                if (own_ok(&a->efd))
+                if (ownfd_ok(&a->efd))
                         p[np++] = (struct pollfd) { a->efd.fd, POLLIN, 0 };
-                if (a->state == DISCONNECTED && a->iwd >= 0 && own_ok(&a->ifd))
+                if (a->state == DISCONNECTED && a->iwd >= 0 && ownfd_ok(&a->ifd))
                         p[np++] = (struct pollfd) { a->ifd.fd, POLLIN, 0 };
                 if (poll(p, (nfds_t) np, timeout) <= 0)
                         continue;
@@ -846,7 +795,7 @@ static void spawn(unsigned delay_ms) {
         if (!strcmp(memd_config.socket_path, "off"))
                 return;
         fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (fd >= 0 && own_set(&agent.efd, fd) < 0)
+        if (fd >= 0 && ownfd_set(&agent.efd, fd) < 0)
                 agent.efd.fd = -1;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -880,9 +829,9 @@ void agent_atfork_child(void) {
         if (!atomic_load(&agent_running))
                 return;
         atomic_store(&agent_running, false);
-        own_close(&agent.sock);
-        own_close(&agent.efd);
-        own_close(&agent.ifd);
+        ownfd_close(&agent.sock);
+        ownfd_close(&agent.efd);
+        ownfd_close(&agent.ifd);
         agent = (struct agent) {
                 .sock = { -1, 0, 0 }, .efd = { -1, 0, 0 }, .ifd = { -1, 0, 0 }, .iwd = -1,
                 .event_seq = reclaim_events_last(), /* the parent's cycles are the parent's */

@@ -152,13 +152,25 @@ struct reclaim_report {
 };
 
 void reclaim_fill_stats(struct memd_memstats *s);
+/* The GC goal for a live heap (Go's heap goal, 4 MiB minimum) capped by a
+ * limit; gcpercent < 0: off, limit 0: none; 0 when neither applies. */
+uint64_t reclaim_heap_goal(uint64_t live_after_bytes, int gcpercent, uint64_t limit_bytes);
+/* HeapAlloc at the end of the last cycle (0 before the first). */
+uint64_t reclaim_live_after(void);
 void reclaim_atfork_child(void);
 /* One cycle (reclaimers, then a trim when scavenge).  ret_released: heap no
  * longer resident; ret_report: the cycle's events (zeroed when a reclaimer
  * asked for a cycle from inside one).  Both may be NULL. */
 size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct reclaim_report *ret_report);
+/* gc_cycle false: the trim alone (memd's idle-memory policy): no reclaimer
+ * runs, no GC is counted or traced, only the scvg line. */
 size_t reclaim_run(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_released,
                    struct reclaim_report *ret_report);
+/* The same from one of libmemd's threads (agent, monitor), which run with
+ * the guard up: dropped for the cycle, so the reclaimers' frees of sampled
+ * blocks are matched. */
+size_t reclaim_run_unguarded(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_released,
+                             struct reclaim_report *ret_report);
 /* Copies the kept events newer than seq `after` into out, oldest first;
  * *ret_dropped counts those that fell out of the ring unread. */
 size_t reclaim_events_since(uint64_t after, struct reclaim_event *out, size_t max, uint64_t *ret_dropped);
@@ -171,6 +183,55 @@ void agent_start(void);
 void agent_atfork_child(void);
 /* Wakes the agent (a new event); async-signal-safe, never blocks. */
 void agent_notify(void);
+
+/* ownfd.c: a descriptor the application may close behind our back (daemons
+ * closing every fd): we only use it while fstat still names the file we
+ * opened.  ownfd_set moves fd above the low numbers programs reuse and takes
+ * it over (closed on failure); ownfd_close closes it only if it is still ours. */
+struct own_fd {
+        int fd;
+        dev_t dev;
+        ino_t ino;
+};
+int ownfd_set(struct own_fd *o, int fd);
+bool ownfd_ok(const struct own_fd *o);
+void ownfd_close(struct own_fd *o);
+
+/* pressure.c: systemd's memory-pressure protocol */
+struct pressure {
+        char path[4096];                /* MEMORY_PRESSURE_WATCH */
+        uint8_t write[256];             /* MEMORY_PRESSURE_WRITE, decoded */
+        size_t write_len;
+        struct own_fd fd;               /* -1 when not watching */
+        short events;                   /* POLLPRI (PSI) or POLLIN */
+        bool stream;                    /* FIFO, device or socket: read what comes */
+};
+int pressure_unbase64(const char *s, uint8_t *out, size_t max, size_t *ret_len);
+int pressure_parse(struct pressure *p, const char *watch, const char *write_b64, const char **ret_why);
+int pressure_open(struct pressure *p, const char **ret_why);
+int pressure_handle(struct pressure *p, short revents);
+void pressure_close(struct pressure *p);
+
+/* monitor.c: the thread that enforces MEMD_MEMORY_LIMIT, MEMD_GCPERCENT and
+ * memory pressure, and its decisions (pure functions, for the tests) */
+struct limit_pace {
+        int64_t last_ns;                /* end of the last cycle the limit ran */
+        int64_t interval_ns;            /* wait before the next while still over */
+        bool armed;                     /* back under the re-arm mark since then */
+};
+void monitor_limit_init(struct limit_pace *p);
+bool monitor_limit_due(struct limit_pace *p, uint64_t held_bytes, uint64_t limit_bytes, int64_t now_ns);
+void monitor_limit_done(struct limit_pace *p, uint64_t held_after_bytes, uint64_t limit_bytes,
+                        uint64_t progress_bytes, int64_t now_ns);
+bool monitor_gc_due(uint64_t heap_alloc_bytes, uint64_t live_after_bytes, int gcpercent, uint64_t limit_bytes,
+                    int64_t last_gc_ns, int64_t now_ns);
+bool monitor_pressure_due(int64_t last_ns, int64_t now_ns);
+/* From the constructor: reads MEMORY_PRESSURE_*, starts the thread when
+ * anything is configured. */
+void monitor_init(void);
+/* Starts the thread if it is not running (memd_set_memory_limit). */
+void monitor_start(void);
+void monitor_atfork_child(void);
 
 /* trace.c: line formatting with no malloc and no stdio */
 struct buf {

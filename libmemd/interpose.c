@@ -375,6 +375,7 @@ static void atfork_child(void) {
         reclaim_atfork_child();
         pthread_mutex_unlock(&init_lock);
         agent_atfork_child();
+        monitor_atfork_child();
         /* Same slot, new identity: otherwise the parent's tid, gone in this
          * process, would let another thread claim the slot we still use. */
         if (t->slot && t->slot != &slot_emergency)
@@ -454,6 +455,7 @@ __attribute__((constructor)) static void interpose_constructor(void) {
         t->guard--;
         __atomic_store_n(&sampling_ready, true, __ATOMIC_RELEASE);
         agent_start();
+        monitor_init();
 }
 
 /* ---- the sampled path ---- */

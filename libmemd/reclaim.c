@@ -98,23 +98,41 @@ void reclaim_atfork_child(void) {
 }
 
 uint64_t memd_set_memory_limit(uint64_t limit_bytes) {
-        return atomic_exchange(&memd_config.memory_limit, limit_bytes);
+        uint64_t old = atomic_exchange(&memd_config.memory_limit, limit_bytes);
+
+        /* A limit set at run time needs the thread that enforces it. */
+        if (limit_bytes)
+                monitor_start();
+        return old;
 }
 
-/* Go's heap goal: live heap after the last cycle grown by GCPercent (4 MiB
+/* Go's heap goal: live heap after the last cycle grown by gcpercent (4 MiB
  * minimum, as Go), capped by the memory limit; 0 when neither is set. */
-static uint64_t next_gc(uint64_t live_after) {
-        uint64_t limit = atomic_load(&memd_config.memory_limit), goal = 0;
+uint64_t reclaim_heap_goal(uint64_t live_after_bytes, int gcpercent, uint64_t limit_bytes) {
+        uint64_t goal = 0;
 
-        if (memd_config.gcpercent >= 0) {
-                unsigned __int128 g = (unsigned __int128) live_after * (100 + (uint64_t) memd_config.gcpercent) / 100;
+        if (gcpercent >= 0) {
+                unsigned __int128 g = (unsigned __int128) live_after_bytes * (100 + (uint64_t) gcpercent) / 100;
                 goal = g > UINT64_MAX ? UINT64_MAX : (uint64_t) g;
                 if (goal < (4ULL << 20))
                         goal = 4ULL << 20;
         }
-        if (limit && (!goal || limit < goal))
-                goal = limit;
+        if (limit_bytes && (!goal || limit_bytes < goal))
+                goal = limit_bytes;
         return goal;
+}
+
+static uint64_t next_gc(uint64_t live_after) {
+        return reclaim_heap_goal(live_after, memd_config.gcpercent, atomic_load(&memd_config.memory_limit));
+}
+
+uint64_t reclaim_live_after(void) {
+        uint64_t v;
+
+        pthread_mutex_lock(&history_lock);
+        v = history.live_after_bytes;
+        pthread_mutex_unlock(&history_lock);
+        return v;
 }
 
 void reclaim_fill_stats(struct memd_memstats *s) {
@@ -331,8 +349,6 @@ size_t reclaim_cycle(bool forced, bool scavenge, uint64_t *ret_released, struct 
         return reclaim_run(forced, true, scavenge, ret_released, ret_report);
 }
 
-/* gc false: a scavenge alone (memd's idle-memory policy): no reclaimer runs,
- * no gc line or GC is counted, only the scvg line. */
 size_t reclaim_run(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_released,
                    struct reclaim_report *ret_report) {
         struct thread_state *t = &memd_thread;
@@ -468,6 +484,18 @@ size_t reclaim_run(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_rele
                 ret_report->has_gc = gc_cycle;
                 ret_report->has_scvg = scavenge;
         }
+        return freed;
+}
+
+size_t reclaim_run_unguarded(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_released,
+                             struct reclaim_report *ret_report) {
+        struct thread_state *t = &memd_thread;
+        uint32_t g = t->guard;
+        size_t freed;
+
+        t->guard = 0;
+        freed = reclaim_run(forced, gc_cycle, scavenge, ret_released, ret_report);
+        t->guard = g;
         return freed;
 }
 

@@ -34,6 +34,12 @@ static uint32_t fake_threads = 4;
 void interpose_init(void) {
 }
 
+/* memd_set_memory_limit starts the enforcing thread: counted. */
+static int monitor_starts;
+void monitor_start(void) {
+        monitor_starts++;
+}
+
 /* The agent's wake-up: counted, so the tests see every event announced. */
 static _Atomic int notified;
 void agent_notify(void) {
@@ -693,11 +699,31 @@ START_TEST(test_scavtrace) {
 }
 END_TEST
 
+/* libmemd's threads run with the guard up; their cycles run the
+ * application's reclaimers with it down, and restore it. */
+static uint32_t guard_seen = 99;
+static size_t guard_reclaimer(void *ctx) {
+        (void) ctx;
+        guard_seen = memd_thread.guard;
+        return 0;
+}
+
+START_TEST(test_unguarded) {
+        ck_assert_int_eq(memd_register_reclaimer("g", guard_reclaimer, NULL), 0);
+        memd_thread.guard = 3;
+        reclaim_run_unguarded(false, true, false, NULL, NULL);
+        ck_assert_uint_eq(guard_seen, 0);
+        ck_assert_uint_eq(memd_thread.guard, 3);
+        memd_thread.guard = 0;
+}
+END_TEST
+
 START_TEST(test_memory_limit) {
         ck_assert_uint_eq(memd_set_memory_limit(256 * MiB), 0);
         ck_assert_uint_eq(memd_config.memory_limit, 256 * MiB);
         ck_assert_uint_eq(memd_set_memory_limit(0), 256 * MiB);
         ck_assert_uint_eq(memd_config.memory_limit, 0);
+        ck_assert_int_eq(monitor_starts, 1); /* a limit needs the thread; removing one does not */
 }
 END_TEST
 
@@ -708,6 +734,7 @@ static Suite *reclaim_suite(void) {
         /* Fork mode: each test starts with no reclaimers and no history. */
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_register);
+        tcase_add_test(tc, test_unguarded);
         tcase_add_test(tc, test_gc_runs_each_once);
         tcase_add_test(tc, test_allocating_reclaimer);
         tcase_add_test(tc, test_self_unregister);
