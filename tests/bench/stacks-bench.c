@@ -70,6 +70,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "latency.h"
+
 #define MAX_THREADS 16
 #define MAX_PHASES 8
 #define MAX_STACKS 60000u       /* libmemd's table holds 65,536 stacks, some are the program's own */
@@ -78,11 +80,6 @@
 #define TOP_STALLS 16
 #define RUSAGE_EVERY 4096u      /* pairs between two getrusage: the switches seen around a stall */
 #define WAIT_MAX_S 600
-
-/* Log-linear histogram: exact below 64 ns, then 32 steps per power of two. */
-#define SUB_BITS 5
-#define SUB (1u << SUB_BITS)
-#define HIST_N (64u + 58u * SUB)
 
 #if defined(__has_attribute)
 #if __has_attribute(noipa)
@@ -180,28 +177,6 @@ struct worker {
 static _Atomic int cur_phase = -1;      /* -2: stop */
 static uint64_t phase_start_ns[MAX_PHASES];
 static uint64_t stall_ns = 1000000;
-
-static unsigned hist_index(uint64_t v) {
-        unsigned e;
-
-        if (v < 64)
-                return (unsigned) v;
-        e = 63u - (unsigned) __builtin_clzll(v); /* 6..63 */
-        return 64u + (e - 6u) * SUB + (unsigned) ((v >> (e - SUB_BITS)) & (SUB - 1));
-}
-
-/* The middle of bucket k, in ns. */
-static double hist_value(unsigned k) {
-        unsigned e;
-        double lo, w;
-
-        if (k < 64)
-                return k;
-        e = (k - 64u) / SUB + 6u;
-        lo = (double) (1ull << e) + (double) ((k - 64u) % SUB) * (double) (1ull << (e - SUB_BITS));
-        w = (double) (1ull << (e - SUB_BITS));
-        return lo + w / 2;
-}
 
 static void thread_switches(long *vcs, long *ivcs) {
         struct rusage ru;
@@ -302,19 +277,6 @@ static void *worker_main(void *arg) {
         }
         atomic_store_explicit(&w->seen, -2, memory_order_release);
         return NULL;
-}
-
-static double percentile(const uint64_t *hist, uint64_t total, double q) {
-        uint64_t rank = (uint64_t) (q * (double) total), acc = 0;
-
-        if (rank >= total)
-                rank = total - 1;
-        for (unsigned k = 0; k < HIST_N; k++) {
-                acc += hist[k];
-                if (acc > rank)
-                        return hist_value(k);
-        }
-        return 0;
 }
 
 static const char *phase_name(char **names, unsigned n_names, int ph, char *buf, size_t size) {
