@@ -508,6 +508,7 @@ static int handle_request(struct agent *a, const struct proto_msg *m) {
         case PROTO_MSG_PROFILE_REQUEST:
         case PROTO_MSG_SET_RATE:
         case PROTO_MSG_SET_MEMORY_LIMIT:
+        case PROTO_MSG_SET_GC_PERCENT:
                 r = proto_decode_request(m, &q);
                 if (r < 0)
                         return r;
@@ -532,6 +533,9 @@ static int handle_request(struct agent *a, const struct proto_msg *m) {
                 return r < 0 ? r : send_snapshot(a, m->id);
         case PROTO_MSG_SET_RATE:
                 return SEND(a, proto_pack_ok(pk, m->id, memd_set_profile_rate(q.value)));
+        case PROTO_MSG_SET_GC_PERCENT:
+                reclaim_set_gcpercent((int) q.gc_percent);
+                return SEND(a, proto_pack_ok(pk, m->id, UINT64_MAX));
         default: /* PROTO_MSG_SET_MEMORY_LIMIT */
                 return SEND(a, proto_pack_ok(pk, m->id, memd_set_memory_limit(q.value)));
         }

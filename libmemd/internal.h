@@ -65,7 +65,7 @@ struct memd_config {
         _Atomic uint64_t last_rate;     /* the last rate that was not 0: a profile's period */
         _Atomic uint64_t rate_gen;
         _Atomic uint64_t memory_limit;  /* 0 none */
-        int gcpercent;                  /* <0 off */
+        _Atomic int gcpercent;          /* <0 off; memd may change it (SET_GC_PERCENT) */
         bool gctrace;
         bool scavtrace;
         bool keep_fastbins;
@@ -154,6 +154,8 @@ struct reclaim_report {
 void reclaim_fill_stats(struct memd_memstats *s);
 /* The GC goal for a live heap (Go's heap goal, 4 MiB minimum) capped by a
  * limit; gcpercent < 0: off, limit 0: none; 0 when neither applies. */
+/* memd's policy GCPercent (SET_GC_PERCENT): < 0 off; returns the previous. */
+int reclaim_set_gcpercent(int percent);
 uint64_t reclaim_heap_goal(uint64_t live_after_bytes, int gcpercent, uint64_t limit_bytes);
 /* HeapAlloc at the end of the last cycle (0 before the first). */
 uint64_t reclaim_live_after(void);

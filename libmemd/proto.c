@@ -30,6 +30,7 @@ static const char *const type_names[] = {
         [PROTO_MSG_SET_RATE] = "SET_RATE",
         [PROTO_MSG_SET_MEMORY_LIMIT] = "SET_MEMORY_LIMIT",
         [PROTO_MSG_SET_POLICY] = "SET_POLICY",
+        [PROTO_MSG_SET_GC_PERCENT] = "SET_GC_PERCENT",
         [PROTO_MSG_STATUS_REQUEST] = "STATUS_REQUEST",
         [PROTO_MSG_STATUS_REPLY] = "STATUS_REPLY",
         [PROTO_MSG_SUBSCRIBE] = "SUBSCRIBE",
@@ -295,6 +296,12 @@ static const struct proto_field set_rate_table[] = {
 static const struct proto_field set_policy_table[] = {
         F("pid", U32, struct proto_request, pid, false),
         FS("settings", struct proto_request, settings, true),
+        FEND
+};
+
+static const struct proto_field set_gc_percent_table[] = {
+        F("pid", U32, struct proto_request, pid, false),
+        F("gc_percent", I64, struct proto_request, gc_percent, true),
         FEND
 };
 
@@ -907,6 +914,8 @@ int proto_pack_request(msgpack_packer *pk, uint32_t type, uint64_t id, const str
                 return pack_table_msg_sparse(pk, type, id, set_limit_table, q);
         case PROTO_MSG_SET_POLICY:
                 return pack_table_msg_sparse(pk, type, id, set_policy_table, q);
+        case PROTO_MSG_SET_GC_PERCENT:
+                return pack_table_msg(pk, type, id, set_gc_percent_table, q);
         }
         return -EINVAL;
 }
@@ -1086,10 +1095,12 @@ int proto_decode_event(const struct proto_msg *m, struct proto_event *ret) {
 }
 
 int proto_decode_request(const struct proto_msg *m, struct proto_request *ret) {
+        int r;
+
         *ret = (struct proto_request) {};
         switch (m->type) {
         case PROTO_MSG_PROFILE_REQUEST: {
-                int r = proto_decode(m->body, profile_request_table, ret);
+                r = proto_decode(m->body, profile_request_table, ret);
                 return r < 0 ? r : ret->format > PROTO_PROFILE_FORMAT_MAX ? -EBADMSG : 0;
         }
         case PROTO_MSG_SCAVENGE_REQUEST:
@@ -1104,6 +1115,9 @@ int proto_decode_request(const struct proto_msg *m, struct proto_request *ret) {
                 return proto_decode(m->body, set_limit_table, ret);
         case PROTO_MSG_SET_POLICY:
                 return proto_decode(m->body, set_policy_table, ret);
+        case PROTO_MSG_SET_GC_PERCENT:
+                r = proto_decode(m->body, set_gc_percent_table, ret);
+                return r < 0 ? r : ret->gc_percent < -1 || ret->gc_percent > INT32_MAX ? -EBADMSG : 0;
         }
         return -EBADMSG;
 }

@@ -74,6 +74,7 @@ enum proto_msg_type {
         PROTO_MSG_SET_RATE = 37,         /* C -> D (pid), D -> A; OK with the previous rate */
         PROTO_MSG_SET_MEMORY_LIMIT = 38, /* C -> D (pid), D -> A; OK with the previous limit */
         PROTO_MSG_SET_POLICY = 39,       /* C -> D (pid, settings): memctl set; OK or ERROR */
+        PROTO_MSG_SET_GC_PERCENT = 40,   /* D -> A: a policy's GCPercent; OK with the previous (UINT64_MAX: off) */
 
         PROTO_MSG_STATUS_REQUEST = 48,   /* C -> D */
         PROTO_MSG_STATUS_REPLY = 49,     /* D -> C */
@@ -253,6 +254,7 @@ struct proto_request {
         bool automatic;         /* SCAVENGE_REQUEST from memd's policy: the cycle is not forced */
         bool scavenge_only;     /* SCAVENGE_REQUEST: no reclaimers, no GC, only the trim */
         char settings[PROTO_NAME_MAX]; /* SET_POLICY: "key=value" lines (required) */
+        int64_t gc_percent;     /* SET_GC_PERCENT (required): GOGC, -1 = off */
 };
 
 /* PROFILE_DATA: one part of a formatted profile. */

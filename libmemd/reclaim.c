@@ -97,6 +97,15 @@ void reclaim_atfork_child(void) {
         in_cycle = false;
 }
 
+int reclaim_set_gcpercent(int percent) {
+        int old = atomic_exchange(&memd_config.gcpercent, percent < 0 ? -1 : percent);
+
+        /* GOGC set at run time needs the thread that paces it. */
+        if (percent >= 0)
+                monitor_start();
+        return old;
+}
+
 uint64_t memd_set_memory_limit(uint64_t limit_bytes) {
         uint64_t old = atomic_exchange(&memd_config.memory_limit, limit_bytes);
 

@@ -225,10 +225,27 @@ static void read_exe(pid_t pid, char *buf, size_t len) {
 
 /* The policy of p from the files, memctl set's values on top; what changed
  * for the agent (ProfileRate) is sent to it. */
+static bool is_default(const struct policy *v, enum policy_key k) {
+        return !strcmp(v->source[k], "default");
+}
+
+/* Sends the agent a setting of its own (memd keeps the rest); in flight like
+ * a reclaim request, so one thing at a time. */
+static void send_setting(struct process *p, uint32_t type, const struct proto_request *q, const char *what) {
+        int r = forward_policy_request(p, type, q);
+
+        if (r < 0)
+                log_errno(LOG_WARNING, r, "pid %d (%s): cannot set %s: %m", (int) p->pid, p->comm, what);
+        else
+                p->track.in_flight_ns = mono_ns();
+}
+
 static void resolve(struct process *p) {
         char exe[4096];
         struct policy_subject subj = { .comm = p->comm, .unit = p->unit[0] ? p->unit : NULL, .uid = p->uid };
         uint64_t old_rate = p->policy.profile_rate_set ? p->policy.profile_rate : UINT64_MAX;
+        int old_gc = p->policy.source[POLICY_GC_PERCENT] && !is_default(&p->policy, POLICY_GC_PERCENT) ?
+                p->policy.gc_percent : INT32_MIN;
 
         read_exe(p->pid, exe, sizeof exe);
         subj.exe = exe[0] ? exe : NULL;
@@ -237,13 +254,17 @@ static void resolve(struct process *p) {
                 if (p->runtime_set[k])
                         copy_key(&p->policy, &p->runtime, (enum policy_key) k);
         values_of(&p->policy, &p->values);
-        if (p->policy.profile_rate_set && p->policy.profile_rate != old_rate && p->conn && !p->exited_ns) {
+        if (!p->conn || p->exited_ns)
+                return;
+        /* The agent's own settings, only when a policy gives them (a default
+         * would override what the program's environment says). */
+        if (p->policy.profile_rate_set && p->policy.profile_rate != old_rate) {
                 struct proto_request q = { .value = p->policy.profile_rate };
-                int r = forward_policy_request(p, PROTO_MSG_SET_RATE, &q);
-                if (r < 0)
-                        log_errno(LOG_WARNING, r, "pid %d (%s): cannot set ProfileRate: %m", (int) p->pid, p->comm);
-                else
-                        p->track.in_flight_ns = mono_ns();
+                send_setting(p, PROTO_MSG_SET_RATE, &q, "ProfileRate");
+        }
+        if (!is_default(&p->policy, POLICY_GC_PERCENT) && p->policy.gc_percent != old_gc) {
+                struct proto_request q = { .gc_percent = p->policy.gc_percent };
+                send_setting(p, PROTO_MSG_SET_GC_PERCENT, &q, "GCPercent");
         }
 }
 

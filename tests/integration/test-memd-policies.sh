@@ -111,6 +111,14 @@ ctl set "$idle_pid" memory-limit=100M IdleTimeout=1min >"$tmp/set.out" 2>&1 || b
 ctl status "$idle_pid" >"$tmp/idle.status"
 grep -Eq "MemoryLimit=100.0 MiB +from memctl set" "$tmp/idle.status" || bad "set memory-limit not shown: $(sed -n '/^Policy/,/^Recent/p' "$tmp/idle.status")"
 grep -Eq "IdleTimeout=60s +from memctl set" "$tmp/idle.status" || bad "set IdleTimeout not shown"
+# GCPercent is the agent's to pace (GOGC): memd sends it, NextGC becomes its goal.
+ctl set "$idle_pid" gc-percent=50 >/dev/null || bad "memctl set gc-percent failed"
+for _ in $(seq 30); do
+        ng=$(ctl --json status "$idle_pid" | grep -o '"NextGC": [0-9]*' | grep -o '[0-9]*$')
+        [ "${ng:-0}" -gt 0 ] && break
+        sleep 0.1
+done
+[ "${ng:-0}" -gt 0 ] || bad "after memctl set gc-percent=50 NextGC is still ${ng:-none}"
 r=0; ctl set "$idle_pid" idle-timeout=5s memory-limit=lots 2>"$tmp/err" || r=$?
 [ "$r" -eq 2 ] && grep -q "MemoryLimit" "$tmp/err" || bad "a bad value: exit $r, $(cat "$tmp/err")"
 ctl status "$idle_pid" | grep -Eq "IdleTimeout=60s +from memctl set" || bad "a rejected memctl set changed IdleTimeout"

@@ -179,6 +179,10 @@ size_t reclaim_run(bool forced, bool gc_cycle, bool scavenge, uint64_t *ret_rele
 }
 
 static _Atomic uint64_t rate_now = 524288, limit_now;
+static _Atomic int gcpercent_now = -1;
+int reclaim_set_gcpercent(int percent) {
+        return atomic_exchange(&gcpercent_now, percent);
+}
 uint64_t memd_set_profile_rate(uint64_t rate_bytes) {
         return atomic_exchange(&rate_now, rate_bytes);
 }
@@ -451,6 +455,15 @@ START_TEST(test_requests) {
         ck_assert_int_eq(proto_decode_ok(&p.m, &ok), 0);
         ck_assert_uint_eq(ok.previous, 0);
         ck_assert_uint_eq(limit_now, 64 << 20);
+
+        /* memd's policy GCPercent. */
+        PACKER(sb4b, pk4b);
+        struct proto_request qg = { .gc_percent = 150 };
+        ck_assert_int_eq(proto_pack_request(&pk4b, PROTO_MSG_SET_GC_PERCENT, 77, &qg), 0);
+        peer_send(&p, &sb4b);
+        ck_assert(peer_expect(&p, PROTO_MSG_OK, 3000));
+        ck_assert_uint_eq(p.m.id, 77);
+        ck_assert_int_eq(gcpercent_now, 150);
 
         /* A request the agent does not answer: an error, the connection stays. */
         PACKER(sb5, pk5);
