@@ -141,9 +141,9 @@ struct server {
         unsigned n_draining;    /* connections with output waiting: no batching meanwhile */
         uint64_t next_agent_id;
         double request_timeout_s;
-        int pressure_fd, pressure_epfd; /* pressure.c; -1 when not watching */
+        struct pressure *pressure;      /* pressure.c: what is watched; NULL = nothing */
+        int pressure_epfd;
         ev_io pressure_io;
-        char *pressure_path;
         uint64_t pressure_events;
         const char *config_dir;         /* --config-dir */
         struct config *config;          /* loaded from it; NULL = the built-in defaults */

@@ -31,16 +31,33 @@ EOF
 printf '[Policy]\nMemoryLimit=12Q\n' >"$cfg/policy.d/30-bad.policy"
 mkfifo "$tmp/pressure"
 
-MEMORY_PRESSURE_WATCH=$tmp/pressure "$MEMD" --socket "$sock" --log-target stderr --config-dir "$cfg" \
+MEMD_PRESSURE_WATCH=$tmp/pressure "$MEMD" --socket "$sock" --log-target stderr --config-dir "$cfg" \
         2>"$tmp/memd.log" &
 memd_pid=$!
 wait_socket memd
 export MEMD_SOCKET=$sock
 
+note "without MEMD_PRESSURE_WATCH memd arms a PSI trigger on /proc/pressure/memory"
+if [ -e /proc/pressure/memory ]; then
+        "$MEMD" --socket "$tmp/psi.sock" --log-target stderr --config-dir "$cfg" 2>"$tmp/psi.log" &
+        psi_pid=$!
+        for _ in $(seq 50); do grep -q "memory pressure:" "$tmp/psi.log" && break; sleep 0.1; done
+        kill -TERM "$psi_pid"
+        wait "$psi_pid" || true
+        grep -q 'memory pressure: watching /proc/pressure/memory for "some 100000 2000000"' "$tmp/psi.log" ||
+                bad "memd did not arm its PSI trigger: $(grep 'memory pressure' "$tmp/psi.log")"
+        # Real pressure: this host records no memory stall from a cgroup hog
+        # (its PSI total stays at a few ms), so the reaction is exercised
+        # through the FIFO below and the memd-policy unit suite.
+        note "SKIP part: real memory pressure is not produced here; the trigger path is checked, the reaction uses the FIFO"
+else
+        note "SKIP part: no /proc/pressure/memory (kernel without PSI)"
+fi
+
 note "a bad policy file is reported as FILE:LINE and skipped; memd runs, the others load"
 grep -q "30-bad.policy:2: .*MemoryLimit" "$tmp/memd.log" || bad "no FILE:LINE error for the bad file: $(cat "$tmp/memd.log")"
 grep -q "configuration: 3 files from $cfg" "$tmp/memd.log" || bad "memd.conf and two policy files should load: $(grep configuration "$tmp/memd.log")"
-grep -q "watching $tmp/pressure (a FIFO)" "$tmp/memd.log" || bad "memd does not watch MEMORY_PRESSURE_WATCH: $(cat "$tmp/memd.log")"
+grep -q "watching $tmp/pressure (a FIFO, device or socket)" "$tmp/memd.log" || bad "memd does not watch MEMD_PRESSURE_WATCH: $(cat "$tmp/memd.log")"
 
 # rss_kib PID
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -93,7 +110,7 @@ LD_PRELOAD=$LIBMEMD "$PROGS/churn" -m 64 -p 500 -d 12 >"$tmp/churn.out" 2>&1 &
 churn_pid=$!
 for _ in $(seq 100); do grep -q '^waiting' "$tmp/churn.out" && break; sleep 0.05; done
 
-note "pressure: an event on MEMORY_PRESSURE_WATCH makes memd ask ReclaimOnPressure processes, largest first"
+note "pressure: an event on MEMD_PRESSURE_WATCH makes memd ask ReclaimOnPressure processes, largest first"
 sleep 2 # churn's policy resolved, its stats in
 echo pressure >"$tmp/pressure"
 for _ in $(seq 50); do grep -q "policy pressure" "$tmp/memd.log" && break; sleep 0.1; done

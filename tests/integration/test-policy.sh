@@ -62,10 +62,13 @@ no_forced "$tmp/err" fifo
 ! grep -q 'libmemd:' "$tmp/err" || bad "fifo: a warning: $(grep libmemd: "$tmp/err")"
 
 echo "== (c') MEMORY_PRESSURE_WATCH=/proc/pressure/memory with a PSI trigger"
-trigger=$(printf 'some 200000 2000000' | base64)
+# With its NUL, as systemd writes it: the kernel turns the last byte of the
+# write into the string's end, so without one "2000000" would read "200000",
+# a window under the 500 ms minimum (EINVAL).
+trigger=$(printf 'some 200000 2000000\0' | base64)
 if [ ! -e /proc/pressure/memory ]; then
         echo "SKIP (part): /proc/pressure/memory does not exist (kernel without PSI)"
-elif ! python3 -c 'import os; fd = os.open("/proc/pressure/memory", os.O_RDWR); os.write(fd, b"some 200000 2000000")' 2>"$tmp/psi"; then
+elif ! python3 -c 'import os; fd = os.open("/proc/pressure/memory", os.O_RDWR); os.write(fd, b"some 200000 2000000\0")' 2>"$tmp/psi"; then
         echo "SKIP (part): this kernel refuses a PSI trigger from us: $(tail -1 "$tmp/psi")"
 else
         MEMORY_PRESSURE_WATCH=/proc/pressure/memory MEMORY_PRESSURE_WRITE=$trigger run_preloaded "$PROGS/cache" -f 8 -h 300 >"$tmp/out" 2>"$tmp/err" || bad "psi: cache exited $?"
