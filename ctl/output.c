@@ -345,7 +345,7 @@ static void print_policy(const struct proto_process *p) {
                         printf("  %.*s\n", (int) n, line);
                 line += n + (line[n] == '\n');
         }
-        printf("  idle allowance now %s (recent peak of HeapInuse over the current, decaying over IdleTimeout)\n",
+        printf("  idle allowance now %s (recent peak of the heap used over HeapInuse now, decaying over IdleTimeout)\n",
                output_bytes(a, sizeof a, p->allowance_bytes));
         if (p->policy_actions)
                 printf("  %" PRIu64 " action%s; the last: %s\n", p->policy_actions, p->policy_actions == 1 ? "" : "s",
