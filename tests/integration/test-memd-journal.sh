@@ -1,5 +1,5 @@
 #!/bin/bash
-# test-memd-journal.sh - memd's journal entries, read back with journalctl: attach, gc and scvg of a real program (MESSAGE, MESSAGE_ID, MEMD_* fields), detach.
+# test-memd-journal.sh - memd's journal entries, read back with journalctl: attach, gc and scvg of a real program (MESSAGE, MESSAGE_ID, MEMD_* fields), detach, and a policy action.
 #
 # Uses the running journald; when there is none (containers, CI), starts
 # /lib/systemd/systemd-journald by hand as root and stops it by PID at the
@@ -61,6 +61,39 @@ ctl free-os-memory "$seed_pid" >"$tmp/free.out" 2>&1 || bad "free-os-memory fail
 kill -TERM "$seed_pid"
 wait "$seed_pid" || true
 stopped=$seed_pid
+seed_pid=
+
+# A policy action: a second seed, its emptied 70 MiB cache held over a limit
+# memctl sets; memd's own request is a MEMD_EVENT=policy entry.
+LD_PRELOAD=$LIBMEMD "$PROGS/seed" -t 1 -n 65536 -m app -k -w >"$tmp/seed2.out" 2>&1 &
+seed_pid=$!
+for _ in $(seq 200); do
+        grep -q '^waiting' "$tmp/seed2.out" && ctl status "$seed_pid" >/dev/null 2>&1 && break
+        sleep 0.05
+done
+ctl set "$seed_pid" memory-limit=16M >/dev/null || bad "memctl set memory-limit failed"
+for _ in $(seq 50); do
+        journalctl --no-pager -o json MEMD_PID="$seed_pid" MEMD_EVENT=policy >"$tmp/p.json" 2>/dev/null || true
+        grep -q '"MEMD_POLICY":"limit"' "$tmp/p.json" && break
+        sleep 0.1
+done
+python3 - "$tmp/p.json" "$seed_pid" <<'PY' || bad "no proper policy entry"
+import json, sys
+entries = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+limit = [e for e in entries if e.get("MEMD_POLICY") == "limit"]
+assert limit, entries
+e = limit[0]
+assert e["MESSAGE_ID"] == "daf29bec8c34488dbd07d18c25445125", e["MESSAGE_ID"]
+assert e["MEMD_PID"] == sys.argv[2] and e["MEMD_COMM"] == "seed", e
+assert e["MESSAGE"].startswith("policy limit: MemoryLimit: heap held from the OS "), e["MESSAGE"]
+assert e["MEMD_LIMIT_BYTES"] == str(16 << 20), e["MEMD_LIMIT_BYTES"]
+assert int(e["MEMD_HEAP_SYS_BYTES"]) - int(e["MEMD_HEAP_RELEASED_BYTES"]) > 16 << 20, e
+for k in ("MEMD_HEAP_IDLE_BYTES", "MEMD_HEAP_INUSE_BYTES", "MEMD_HEAP_ALLOC_BYTES", "MEMD_IDLE_MEMORY_MAX_BYTES"):
+    assert e[k].isdigit(), (k, e.get(k))
+print("policy:", e["MESSAGE"])
+PY
+kill -TERM "$seed_pid"
+wait "$seed_pid" || true
 seed_pid=
 
 # journald writes asynchronously: wait until the detach entry is readable.
