@@ -790,17 +790,12 @@ static void *agent_main(void *arg) {
         return NULL;
 }
 
-static void spawn(unsigned delay_ms) {
+int thread_start(void *(*fn)(void *), void *arg) {
         pthread_attr_t attr;
         pthread_t th;
         sigset_t all, old;
-        int fd, r;
+        int r;
 
-        if (!strcmp(memd_config.socket_path, "off"))
-                return;
-        fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (fd >= 0 && ownfd_set(&agent.efd, fd) < 0)
-                agent.efd.fd = -1;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         /* The application's reclaimers run on this stack. */
@@ -811,14 +806,25 @@ static void spawn(unsigned delay_ms) {
         /* The thread's TLS and stack bookkeeping are libmemd's own memory:
          * counted, never sampled (a sample would show libmemd's frames). */
         memd_thread.guard++;
-        r = pthread_create(&th, &attr, agent_main, (void *) (uintptr_t) delay_ms);
+        r = pthread_create(&th, &attr, fn, arg);
         memd_thread.guard--;
-        if (r == 0)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        return r;
+}
+
+static void spawn(unsigned delay_ms) {
+        int fd;
+
+        if (!strcmp(memd_config.socket_path, "off"))
+                return;
+        fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (fd >= 0 && ownfd_set(&agent.efd, fd) < 0)
+                agent.efd.fd = -1;
+        if (thread_start(agent_main, (void *) (uintptr_t) delay_ms) == 0)
                 atomic_store(&agent_running, true);
         else
                 memd_warn("cannot start the thread that reports to memd; not reporting");
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
 }
 
 void agent_start(void) {

@@ -222,6 +222,10 @@ void buf_hex(struct buf *b, uint64_t v);
 void trace_write(int fd, const char *s, size_t len);
 /* One "libmemd: ..." line on stderr; callers make sure it is said once.
  * libmemd's only direct output besides traces. */
+/* agent.c: a thread of libmemd's own (agent, monitor): detached, a 2 MiB stack (the
+ * application's reclaimers run on it), every signal blocked, started with
+ * the guard up.  Returns pthread_create's result. */
+int thread_start(void *(*fn)(void *), void *arg);
 void memd_warn(const char *msg);
 
 int64_t now_ns(int clock);

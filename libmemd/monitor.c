@@ -180,26 +180,10 @@ static void *monitor_main(void *arg _unused_) {
 }
 
 static void spawn(void) {
-        pthread_attr_t attr;
-        pthread_t th;
-        sigset_t all, old;
-        int r;
-
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        /* The application's reclaimers run on this stack. */
-        pthread_attr_setstacksize(&attr, 2u << 20);
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        memd_thread.guard++;
-        r = pthread_create(&th, &attr, monitor_main, NULL);
-        memd_thread.guard--;
-        if (r != 0) {
+        if (thread_start(monitor_main, NULL) != 0) {
                 atomic_store(&monitor_running, false);
                 memd_warn("cannot start the thread that enforces MEMD_MEMORY_LIMIT, MEMD_GCPERCENT and memory pressure");
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
 }
 
 void monitor_start(void) {

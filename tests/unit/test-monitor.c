@@ -38,6 +38,7 @@ int pressure_handle(struct pressure *p, short r) { (void) p; (void) r; return 0;
 void pressure_close(struct pressure *p) { (void) p; }
 bool ownfd_ok(const struct own_fd *o) { (void) o; return false; }
 void memd_warn(const char *m) { (void) m; }
+int thread_start(void *(*fn)(void *), void *arg) { (void) fn; (void) arg; return -1; }
 void buf_puts(struct buf *b, const char *s) { (void) b; (void) s; }
 int64_t now_ns(int c) { (void) c; return 0; }
 
