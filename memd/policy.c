@@ -223,8 +223,6 @@ static void read_exe(pid_t pid, char *buf, size_t len) {
         buf[n > 0 ? n : 0] = 0;
 }
 
-/* The policy of p from the files, memctl set's values on top; what changed
- * for the agent (ProfileRate) is sent to it. */
 static bool is_default(const struct policy *v, enum policy_key k) {
         return !strcmp(v->source[k], "default");
 }
@@ -240,6 +238,8 @@ static void send_setting(struct process *p, uint32_t type, const struct proto_re
                 p->track.in_flight_ns = mono_ns();
 }
 
+/* The policy of p from the files, memctl set's values on top; what changed
+ * of the agent's own settings (ProfileRate, GCPercent) is sent to it. */
 static void resolve(struct process *p) {
         char exe[4096];
         struct policy_subject subj = { .comm = p->comm, .unit = p->unit[0] ? p->unit : NULL, .uid = p->uid };
