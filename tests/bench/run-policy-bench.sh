@@ -224,7 +224,7 @@ if [ -n "$do_cpu" ]; then
                         # The policy was resolved for the fake agents (their pids are real children).
                         apid=$(ctl status | awk 'NR == 2 { print $1 }')
                         if [ "$c" = policies ]; then
-                                ctl status "$apid" | grep -Eq "MemoryLimit=1.0 TiB +from $pol/policy.d/99-all.policy" ||
+                                ctl status "$apid" | grep -Eq "MemoryLimit=[0-9.]+ [KMGT]iB +from $pol/policy.d/99-all.policy" ||
                                         die "agent $apid does not have 99-all.policy's limit: $(ctl status "$apid" | sed -n '/^Policy/,/^Recent/p')"
                         fi
                         sleep 2
