@@ -86,13 +86,7 @@ die() { echo "run-agents-bench.sh: $*" >&2; [ ! -s "$log" ] || tail -n 20 "$log"
 ctl() { "$memctl" --socket "$sock" "$@"; }
 rows() { ctl status 2>/dev/null | tail -n +2 | wc -l; }
 loglines() { wc -l <"$log"; }
-cpu_ticks() {           # utime + stime of memd, in clock ticks
-        local stat rest f
-        read -r stat <"/proc/$memd_pid/stat" || die "memd (pid $memd_pid) is gone"
-        rest=${stat##*) }       # fields from 3 (state) on
-        read -r -a f <<<"$rest"
-        echo $((f[11] + f[12]))
-}
+cpu_ticks() { proc_cpu_ticks "$memd_pid" || die "memd (pid $memd_pid) is gone"; }
 status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$memd_pid/status"; }
 put() { echo "$*" >>"$results"; }
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }

@@ -106,13 +106,7 @@ memd_stop() {
         wait "$memd_pid" || die "memd exited with $?"
         memd_pid=
 }
-cpu_ticks() {           # utime + stime of memd, in clock ticks
-        local stat rest f
-        read -r stat <"/proc/$memd_pid/stat" || die "memd (pid $memd_pid) is gone"
-        rest=${stat##*) }
-        read -r -a f <<<"$rest"
-        echo $((f[11] + f[12]))
-}
+cpu_ticks() { proc_cpu_ticks "$memd_pid" || die "memd (pid $memd_pid) is gone"; }
 # cpu_window: memd's CPU, % of one core, over $window seconds.
 cpu_window() {
         local k0 t0 k1 t1
