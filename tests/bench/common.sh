@@ -20,3 +20,13 @@ bench_setup() {
         tmp=$(mktemp -d)
         trap 'rm -rf "$tmp"' EXIT
 }
+
+# proc_cpu_ticks PID: utime + stime of PID in clock ticks (/proc/PID/stat);
+# fails if PID is gone.
+proc_cpu_ticks() {
+        local stat rest f
+        read -r stat <"/proc/$1/stat" || return 1
+        rest=${stat##*) }       # fields from 3 (state) on: comm may hold blanks
+        read -r -a f <<<"$rest"
+        echo $((f[11] + f[12]))
+}

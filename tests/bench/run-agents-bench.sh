@@ -3,7 +3,7 @@
 #
 # usage: bash tests/bench/run-agents-bench.sh [--quick] [--agents N] [--window S] [--calls N] [--gap MS]
 #                                             [--buckets N] [--stacks N] [--pauses N] [--memd-nofile N]
-#                                             [--keep-log FILE]
+#                                             [--keep-log FILE] [--config-dir DIR]
 #
 # Starts memd on a private socket (log on stderr, to a file) and measures it
 # twice, with the same steps: first with no agent (the baseline), then with
@@ -20,6 +20,8 @@
 # pidfd per agent) unless --memd-nofile says otherwise.  The table gives each
 # figure with no agents and with N, their ratio and the target.
 #
+# --config-dir DIR is passed to memd (its policies; without it memd reads
+# /etc/memd, and with no files there the built-in defaults apply).
 # --quick: 10 s windows, 50 calls of each kind (about 1 minute in all).
 # Environment: MEMD_BUILD (default ./build).
 
@@ -35,6 +37,7 @@ stacks=16
 pauses=8
 memd_nofile=
 keep_log=
+config_dir=
 
 while [ $# -gt 0 ]; do
         case $1 in
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
         --pauses) pauses=$2; shift ;;
         --memd-nofile) memd_nofile=$2; shift ;;
         --keep-log) keep_log=$2; shift ;;
+        --config-dir) config_dir=$2; shift ;;
         -h|--help) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "run-agents-bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
         esac
@@ -82,13 +86,7 @@ die() { echo "run-agents-bench.sh: $*" >&2; [ ! -s "$log" ] || tail -n 20 "$log"
 ctl() { "$memctl" --socket "$sock" "$@"; }
 rows() { ctl status 2>/dev/null | tail -n +2 | wc -l; }
 loglines() { wc -l <"$log"; }
-cpu_ticks() {           # utime + stime of memd, in clock ticks
-        local stat rest f
-        read -r stat <"/proc/$memd_pid/stat" || die "memd (pid $memd_pid) is gone"
-        rest=${stat##*) }       # fields from 3 (state) on
-        read -r -a f <<<"$rest"
-        echo $((f[11] + f[12]))
-}
+cpu_ticks() { proc_cpu_ticks "$memd_pid" || die "memd (pid $memd_pid) is gone"; }
 status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$memd_pid/status"; }
 put() { echo "$*" >>"$results"; }
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
@@ -152,7 +150,9 @@ measure() {
 nofile=${memd_nofile:-$((2 * agents + 256))}
 : >"$results"
 : >"$tmp/ctl.err"
-(ulimit -S -n "$nofile" && exec "$memd" --socket "$sock" --log-target stderr) 2>"$log" &
+memd_args=(--socket "$sock" --log-target stderr)
+[ -z "$config_dir" ] || memd_args+=(--config-dir "$config_dir")
+(ulimit -S -n "$nofile" && exec "$memd" "${memd_args[@]}") 2>"$log" &
 memd_pid=$!
 for _ in $(seq 50); do
         [ -S "$sock" ] && break
