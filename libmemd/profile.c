@@ -345,11 +345,13 @@ static const char *frame_text(struct frame_cache *fc, uintptr_t pc, size_t *ret_
         *ret_len = n;
         if (!pc)
                 return fc->scratch;
-        if (fc->arena_len + n > fc->arena_cap) {
+        /* >=, not >: the arena exists even for a first text of length 0,
+         * whose pointer is then a real one. */
+        if (fc->arena_len + n >= fc->arena_cap) {
                 size_t cap = fc->arena_cap ? fc->arena_cap * 2 : 65536;
                 char *a;
 
-                while (cap < fc->arena_len + n)
+                while (cap <= fc->arena_len + n)
                         cap *= 2;
                 if (cap > UINT32_MAX || !(a = realloc(fc->arena, cap)))
                         return fc->scratch;

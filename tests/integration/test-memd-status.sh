@@ -65,7 +65,9 @@ expect_exit 1 "^memctl: memd is not running \\(no socket at $tmp/nosuch.sock\\):
 expect_exit 2 'unknown command' ctl bogus
 expect_exit 2 'usage' ctl status 1 2
 expect_exit 2 'not a process ID' ctl status abc
-expect_exit 1 'not implemented yet' ctl set "$agent_pid" profile-rate=1
+expect_exit 2 '^memctl: set: ProfileRate: ' ctl set "$agent_pid" profile-rate=lots
+expect_exit 2 'expected KEY=VALUE' ctl set "$agent_pid" profile-rate
+expect_exit 1 '^memctl: process 1 is not attached to memd' ctl set 1 profile-rate=1
 note "the fake agent never answers requests: gc times out with a clear message"
 expect_exit 1 "^memctl: gc: process $agent_pid did not answer within 1 s" ctl gc "$agent_pid"
 expect_exit 1 "^memctl: process 1 is not attached to memd: is it running with libmemd\\?\$" ctl free-os-memory 1
