@@ -30,3 +30,19 @@ proc_cpu_ticks() {
         read -r -a f <<<"$rest"
         echo $((f[11] + f[12]))
 }
+
+# wait_agents PID N OUT ERR: waits (120 s at most) until agents-bench PID
+# printed "ready" to OUT and the caller's `rows` (attached processes) reaches
+# N; else the caller's `die`, with OUT and ERR.
+wait_agents() {
+        local pid=$1 want=$2 out=$3 err=$4 n=0
+        for _ in $(seq 600); do
+                kill -0 "$pid" 2>/dev/null || die "agents-bench exited: $(cat "$err")"
+                if grep -q '^ready ' "$out"; then
+                        n=$(rows)
+                        [ "$n" -ge "$want" ] && return 0
+                fi
+                sleep 0.2
+        done
+        die "memctl status shows $n of $want agents after 120 s: $(cat "$out" "$err")"
+}

@@ -178,16 +178,7 @@ mark
 "$bench" -n "$agents" -d 0 -s "$sock" -b "$buckets" -k "$stacks" --pauses "$pauses" \
         >"$tmp/bench.out" 2>"$tmp/bench.err" &
 bench_pid=$!
-n=0
-for _ in $(seq 600); do
-        kill -0 "$bench_pid" 2>/dev/null || die "agents-bench exited: $(cat "$tmp/bench.err")"
-        if grep -q '^ready ' "$tmp/bench.out"; then
-                n=$(rows)
-                [ "$n" -ge "$agents" ] && break
-        fi
-        sleep 0.2
-done
-[ "$n" -ge "$agents" ] || die "memctl status shows $n of $agents agents after 120 s: $(cat "$tmp/bench.out" "$tmp/bench.err")"
+wait_agents "$bench_pid" "$agents" "$tmp/bench.out" "$tmp/bench.err"
 since load attach
 # One full period, so every agent has sent deltas and memd holds them all.
 sleep 2

@@ -205,16 +205,7 @@ if [ -n "$do_cpu" ]; then
                         echo "cpu: $c, round $((i + 1)): attaching $agents agents ..." >&2
                         "$agents_bench" -n "$agents" -d 0 -s "$sock" >"$tmp/bench.out" 2>"$tmp/bench.err" &
                         bench_pid=$!
-                        n=0
-                        for _ in $(seq 600); do
-                                kill -0 "$bench_pid" 2>/dev/null || die "agents-bench exited: $(cat "$tmp/bench.err")"
-                                if grep -q '^ready ' "$tmp/bench.out"; then
-                                        n=$(rows)
-                                        [ "$n" -ge "$agents" ] && break
-                                fi
-                                sleep 0.2
-                        done
-                        [ "$n" -ge "$agents" ] || die "memctl status shows $n of $agents agents after 120 s"
+                        wait_agents "$bench_pid" "$agents" "$tmp/bench.out" "$tmp/bench.err"
                         # The policy was resolved for the fake agents (their pids are real children).
                         apid=$(ctl status | awk 'NR == 2 { print $1 }')
                         if [ "$c" = policies ]; then
@@ -254,7 +245,9 @@ for c in ("defaults", "policies"):
     l = statistics.median(y for _, y in R[c])
     med[c] = (b, l)
     each = ", ".join(f"{x:.2f}/{y:.2f}" for x, y in R[c])
-    print(f"{c:<10} {b:>10.2f} {l:>12.2f} {l - b:>14.2f} {l / med['defaults'][1]:>6.2f}x   {each}")
+    # A short window can round the baseline to no clock tick at all.
+    ratio = f"{l / med['defaults'][1]:>6.2f}x" if med["defaults"][1] > 0 else f"{'-':>7}"
+    print(f"{c:<10} {b:>10.2f} {l:>12.2f} {l - b:>14.2f} {ratio}   {each}")
 extra = (med["policies"][1] - med["defaults"][1]) * 1000 / agents
 print(f"policy evaluation, extra over the defaults per 1,000 processes: {extra:+.2f} % of a core"
       f" (ratio: with agents, over the defaults with agents; a clock tick is 10 ms, so {1 / float(window):.2f} % is one tick)")
