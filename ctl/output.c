@@ -269,6 +269,11 @@ void output_status_row(const struct ctl *ctl, const struct proto_process *p, siz
                 cells[COL_INUSE] = output_bytes(inuse, sizeof inuse, p->stats.HeapInuse);
                 cells[COL_IDLE] = output_bytes(idle, sizeof idle, p->stats.HeapIdle);
                 cells[COL_RELEASED] = output_bytes(rel, sizeof rel, p->stats.HeapReleased);
+        } else if (p->stats_time_ns) { /* a brief row */
+                cells[COL_RSS] = output_bytes(rss, sizeof rss, p->rss_bytes);
+                cells[COL_INUSE] = output_bytes(inuse, sizeof inuse, p->heap_inuse_bytes);
+                cells[COL_IDLE] = output_bytes(idle, sizeof idle, p->heap_idle_bytes);
+                cells[COL_RELEASED] = output_bytes(rel, sizeof rel, p->heap_released_bytes);
         }
         print_row(cells);
 }

@@ -233,6 +233,8 @@ static int verb_status(struct ctl *ctl, int argc, char **argv) {
 
         if (argc == 1 && parse_pid(argv[0], &q.pid) < 0)
                 return EXIT_USAGE;
+        /* The table needs a few figures per process; --json prints all. */
+        q.brief = !q.pid && !ctl->json;
         ret = client_open(&cl, ctl);
         if (ret)
                 goto out;

@@ -259,6 +259,7 @@ static const struct proto_field event_table[] = {
 
 static const struct proto_field request_table[] = {
         F("pid", U32, struct proto_request, pid, false),
+        F("brief", BOOL, struct proto_request, brief, false),
         FEND
 };
 
@@ -369,7 +370,11 @@ static int decode_process_stats(const msgpack_object *o, void *ret);
         F("allowance_bytes", U64, struct proto_process, allowance_bytes, false), \
         F("policy_actions", U64, struct proto_process, policy_actions, false),   \
         FS("policy", struct proto_process, policy, false),                       \
-        FS("policy_last", struct proto_process, policy_last, false)
+        FS("policy_last", struct proto_process, policy_last, false),             \
+        F("rss_bytes", U64, struct proto_process, rss_bytes, false),             \
+        F("heap_inuse_bytes", U64, struct proto_process, heap_inuse_bytes, false), \
+        F("heap_idle_bytes", U64, struct proto_process, heap_idle_bytes, false), \
+        F("heap_released_bytes", U64, struct proto_process, heap_released_bytes, false)
 
 static const struct proto_field process_scalar_table[] = {
         PROCESS_SCALAR_FIELDS,

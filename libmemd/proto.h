@@ -251,6 +251,7 @@ struct proto_request {
         uint64_t value;         /* SET_RATE: rate_bytes; SET_MEMORY_LIMIT: limit_bytes (0 = none) */
         uint32_t format;        /* PROFILE_REQUEST: enum proto_profile_format, optional (0) */
         bool fd;                /* PROFILE_REQUEST: the client takes the file as a descriptor */
+        bool brief;             /* STATUS_REQUEST for the list: the table's figures only (no memstats) */
         bool automatic;         /* SCAVENGE_REQUEST from memd's policy: the cycle is not forced */
         bool scavenge_only;     /* SCAVENGE_REQUEST: no reclaimers, no GC, only the trim */
         char settings[PROTO_NAME_MAX]; /* SET_POLICY: "key=value" lines (required) */
@@ -312,6 +313,8 @@ struct proto_process {
         uint64_t idle_max_bytes, idle_timeout_ns, allowance_bytes, policy_actions;
         char policy[PROTO_NAME_MAX];      /* "Key=value<TAB>source" lines (one PID only) */
         char policy_last[PROTO_NAME_MAX]; /* the last policy action, why, with its figures */
+        /* optional: a brief status row's figures, in place of "memstats" */
+        uint64_t rss_bytes, heap_inuse_bytes, heap_idle_bytes, heap_released_bytes;
         struct memd_memstats stats;     /* optional map "memstats", every field required inside but the pauses */
         bool has_stats;
         bool has_pauses;        /* PauseNs/PauseEnd in "memstats": memd sends them for one PID only */

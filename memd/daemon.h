@@ -186,6 +186,7 @@ void registry_disconnected(struct process *p);
 struct process *registry_find(struct server *s, pid_t pid);
 void registry_update_stats(struct process *p, struct proto_memstats *m);
 void registry_fill(const struct process *p, struct proto_process *ret);
+void registry_fill_brief(const struct process *p, struct proto_process *ret);
 void registry_done(struct server *s);
 
 /* registry.c: history */

@@ -518,7 +518,10 @@ static int dispatch_status(struct conn *c, const struct proto_msg *m) {
                 r = proto_pack_status_begin(&pk, m->id, n);
                 for (struct process *x = s->processes; x && r >= 0; x = x->next)
                         if (may_see(c, x) && !x->exited_ns) {
-                                registry_fill(x, one);
+                                if (q.brief)
+                                        registry_fill_brief(x, one);
+                                else
+                                        registry_fill(x, one);
                                 r = proto_pack_process(&pk, one);
                         }
         }

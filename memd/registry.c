@@ -257,6 +257,28 @@ void registry_fill(const struct process *p, struct proto_process *ret) {
         snprintf(ret->policy_last, sizeof ret->policy_last, "%s", p->track.last);
 }
 
+/* memctl status's table row and no more: a tenth of the bytes of a full
+ * entry for a list of a thousand processes. */
+void registry_fill_brief(const struct process *p, struct proto_process *ret) {
+        memset(ret, 0, sizeof *ret);
+        ret->pid = (uint32_t) p->pid;
+        ret->uid = (uint32_t) p->uid;
+        snprintf(ret->comm, sizeof ret->comm, "%s", p->comm);
+        snprintf(ret->unit, sizeof ret->unit, "%s", p->unit);
+        ret->limit_bytes = p->policy.memory_limit;
+        ret->last_gc_ns = p->has_stats ? (int64_t) p->stats.LastGC : 0;
+        if (p->last_gc_ns > ret->last_gc_ns)
+                ret->last_gc_ns = p->last_gc_ns;
+        ret->last_scvg_ns = p->last_scvg_ns;
+        if (p->has_stats) {
+                ret->stats_time_ns = p->stats_time_ns;
+                ret->rss_bytes = p->stats.RSS;
+                ret->heap_inuse_bytes = p->stats.HeapInuse;
+                ret->heap_idle_bytes = p->stats.HeapIdle;
+                ret->heap_released_bytes = p->stats.HeapReleased;
+        }
+}
+
 void registry_add_event(struct process *p, const struct proto_event *e) {
         struct event *slot;
 
