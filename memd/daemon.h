@@ -136,7 +136,7 @@ struct server {
         double keep_exited_s;   /* --keep-exited */
         double conn_grace_s;    /* CONN_GRACE_S; 0: a closed connection detaches at once */
         struct pending *pending;        /* requests forwarded to agents */
-        struct symbolizer *symbolizer;  /* made on the first profile written (heap.c) */
+        struct heap_worker *heap;       /* heap.c: the profile writer thread, made on the first request */
         double collect_s;       /* libev's io collect interval while nobody waits on output */
         unsigned n_draining;    /* connections with output waiting: no batching meanwhile */
         uint64_t next_agent_id;
@@ -205,12 +205,20 @@ void store_totals(const struct store *s, struct store_totals *t);
 int mappings_set(struct mappings *m, const struct proto_mappings *in);
 void mappings_free(struct mappings *m);
 
-/* heap.c: p's profile in a PROTO_PROFILE_* format (not RAW) */
-int heap_write(const struct process *p, uint32_t format, int fd);
-/* The same into a fresh memfd, rewound; *ret_len bytes. */
-int heap_write_memfd(const struct process *p, uint32_t format, int *ret_fd, size_t *ret_len);
-/* Frees the symbolizer and its caches. */
+/* heap.c: p's profile in a PROTO_PROFILE_* format (not RAW), written on
+ * memd's heap worker thread from a copy taken now; c's request id is
+ * answered on the loop when it is done (dispatch_profile_written).  0, or
+ * -errno and nothing queued. */
+int heap_request(struct conn *c, uint64_t id, const struct process *p, uint32_t format, bool pass_fd);
+/* c is going away: its pending profiles are dropped unanswered. */
+void heap_conn_gone(struct conn *c);
+/* Stops the worker, drops what is pending, frees the symbolizer. */
 void heap_done(struct server *s);
+
+/* dispatch.c: answers a profile heap.c wrote (r < 0: the error; else fd,
+ * len bytes from its start, taken).  -errno: close c. */
+int dispatch_profile_written(struct conn *c, uint64_t id, uint32_t pid, uint32_t format, bool pass_fd, int r,
+                             int fd, size_t len);
 
 /* forward.c: requests relayed from control clients to agents */
 #define REQUEST_TIMEOUT_S 10.0

@@ -327,19 +327,19 @@ static int dispatch_set_policy(struct conn *c, const struct proto_msg *m) {
         return send_packed(c, &sb, proto_pack_ok(&pk, m->id, UINT64_MAX));
 }
 
-/* A formatted profile, written by memd from its copy: the memfd itself when
+/* A formatted profile, written from memd's copy on the heap worker
+ * (heap.c), answered here on the loop: the memfd itself (fd, taken) when
  * the client takes descriptors (one PROFILE_DATA with fd, the file passed
  * with SCM_RIGHTS: no copy through the socket, 17 MiB for a text profile of
  * 10,000 stacks), else PROFILE_DATA parts of at most PROTO_DATA_PART_BYTES. */
-static int send_formatted(struct conn *c, uint64_t id, const struct process *p, uint32_t format, bool pass_fd) {
-        struct proto_profile_data d = { .pid = (uint32_t) p->pid, .format = format };
+int dispatch_profile_written(struct conn *c, uint64_t id, uint32_t pid, uint32_t format, bool pass_fd, int r,
+                             int fd, size_t len) {
+        struct proto_profile_data d = { .pid = pid, .format = format };
         msgpack_sbuffer sb;
         msgpack_packer pk;
-        size_t len, off = 0;
+        size_t off = 0;
         char *buf;
-        int fd, r;
 
-        r = heap_write_memfd(p, format, &fd, &len);
         if (r < 0)
                 return reply_error(c, id, -r, "cannot write the profile");
         if (pass_fd && c->out_fd < 0) {
@@ -374,6 +374,14 @@ static int send_formatted(struct conn *c, uint64_t id, const struct process *p, 
         return r;
 }
 
+/* Queues the profile for the heap worker; the answer goes out when it is
+ * written (dispatch_profile_written). */
+static int formatted(struct conn *c, uint64_t id, const struct process *p, uint32_t format, bool pass_fd) {
+        int r = heap_request(c, id, p, format, pass_fd);
+
+        return r < 0 ? reply_error(c, id, -r, "cannot write the profile") : 0;
+}
+
 /* PROFILE_REQUEST: memd answers from its own copy (MAPPINGS, then the
  * snapshot parts, the last with final), so a stopped process still has a
  * profile. */
@@ -396,7 +404,7 @@ static int dispatch_profile_request(struct conn *c, const struct proto_msg *m) {
         if (!p)
                 return r;
         if (q.format != PROTO_PROFILE_RAW)
-                return send_formatted(c, m->id, p, q.format, q.fd);
+                return formatted(c, m->id, p, q.format, q.fd);
         n = p->mappings.n;
         pm = calloc(n ? n : 1, sizeof(*pm));
         recs = calloc(PARTS_BUCKETS, sizeof(*recs));

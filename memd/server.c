@@ -270,6 +270,7 @@ void conn_free(struct conn *c) {
                 return;
         conn_set_draining(c, false);
         forward_conn_gone(c);
+        heap_conn_gone(c);
         if (c->process)
                 registry_disconnected(c->process);
         ev_io_stop(c->server->loop, &c->io);

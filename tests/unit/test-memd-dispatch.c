@@ -1392,6 +1392,34 @@ START_TEST(test_profile_formatted_fd) {
 }
 END_TEST
 
+/* Profiles are written on memd's heap worker: a client that goes away
+ * before its profile is written costs nothing (its answer is dropped, the
+ * file closed), and another client's is answered meanwhile. */
+START_TEST(test_profile_client_gone) {
+        enum { N = 2000 };
+        struct peer *a = agent_new(getpid(), 0), *c = control_new(0), *c2 = control_new(0);
+        struct profile_record *recs = calloc(N, sizeof(*recs));
+        struct proto_request q = { .pid = (uint32_t) getpid(), .format = PROTO_PROFILE_TEXT };
+        struct proto_profile_data d;
+
+        ck_assert_ptr_nonnull(recs);
+        for (size_t i = 0; i < N; i++)
+                make_rec(&recs[i], i);
+        ck_assert_int_eq(send_profile(a, PROTO_MSG_PROFILE_SNAPSHOT, 1, 0, true, recs, N), 0);
+        for (int i = 0; i < 5; i++)
+                ck_assert_int_eq(SEND(c, proto_pack_request(pk, PROTO_MSG_PROFILE_REQUEST, 1500 + i, &q)), 0);
+        peer_hangup(c);
+        q.fd = true;
+        ck_assert_int_eq(SEND(c2, proto_pack_request(pk, PROTO_MSG_PROFILE_REQUEST, 1600, &q)), 0);
+        peer_expect(c2, PROTO_MSG_PROFILE_DATA, 1600);
+        ck_assert_int_eq(proto_decode_profile_data(&c2->m, &d), 0);
+        ck_assert(d.fd && d.size > 0);
+        ck_assert_int_ge(c2->passed_fd, 0);
+        peer_expect_quiet(c2);
+        free(recs);
+}
+END_TEST
+
 /* A second connection of the same pid replaces the first: the old one is
  * closed, what it was asked fails with ESRCH, the new one is the agent. */
 START_TEST(test_reattach) {
@@ -1591,6 +1619,7 @@ static Suite *dispatch_suite(void) {
         tcase_add_test(tc, test_profile_request);
         tcase_add_test(tc, test_profile_request_empty);
         tcase_add_test(tc, test_profile_formatted_fd);
+        tcase_add_test(tc, test_profile_client_gone);
 
         tc = add_tcase(s, "requests");
         tcase_add_test(tc, test_gc_relay);
