@@ -273,15 +273,26 @@ static struct process *target(struct conn *c, const struct proto_msg *m, const s
         return p;
 }
 
+/* A request about one process: its body decoded into q and its target
+ * found and allowed, or NULL with *ret what the dispatcher returns (the
+ * error already answered, or a bad body's close). */
+static struct process *request_target(struct conn *c, const struct proto_msg *m, struct proto_request *q,
+                                      int *ret) {
+        int r = proto_decode_request(m, q);
+
+        if (r < 0) {
+                *ret = bad_body(c, m, r);
+                return NULL;
+        }
+        return target(c, m, q, ret);
+}
+
 static int dispatch_forward(struct conn *c, const struct proto_msg *m) {
         struct proto_request q = {};
         struct process *p;
         int r;
 
-        r = proto_decode_request(m, &q);
-        if (r < 0)
-                return bad_body(c, m, r);
-        p = target(c, m, &q, &r);
+        p = request_target(c, m, &q, &r);
         if (!p)
                 return r;
         r = forward_request(p, c, m->id, m->type, &q);
@@ -295,31 +306,19 @@ static int dispatch_forward(struct conn *c, const struct proto_msg *m) {
 /* SET_POLICY (memctl set): memd's own business, the agent hears only of a
  * new ProfileRate.  All the settings or none. */
 static int dispatch_set_policy(struct conn *c, const struct proto_msg *m) {
-        struct proto_request *q = calloc(1, sizeof *q);
+        struct proto_request q = {};
         struct process *p;
         msgpack_sbuffer sb;
         msgpack_packer pk;
         char err[512];
         int r;
 
-        if (!q)
-                return reply_error(c, m->id, ENOMEM, "out of memory");
-        r = proto_decode_request(m, q);
-        if (r < 0) {
-                free(q);
-                return bad_body(c, m, r);
-        }
-        p = target(c, m, q, &r);
-        if (!p) {
-                free(q);
+        p = request_target(c, m, &q, &r);
+        if (!p)
                 return r;
-        }
-        if (p->exited_ns) {
-                free(q);
+        if (p->exited_ns)
                 return reply_error(c, m->id, ESRCH, "process exited");
-        }
-        r = policy_set_runtime(p, q->settings, err, sizeof err);
-        free(q);
+        r = policy_set_runtime(p, q.settings, err, sizeof err);
         if (r < 0)
                 return reply_error(c, m->id, -r, err);
         log_event("policy", p, "pid %d (%s): memctl set by uid %u", (int) p->pid, p->comm, (unsigned) c->uid);
@@ -397,10 +396,7 @@ static int dispatch_profile_request(struct conn *c, const struct proto_msg *m) {
         uint32_t part = 0;
         int r;
 
-        r = proto_decode_request(m, &q);
-        if (r < 0)
-                return bad_body(c, m, r);
-        p = target(c, m, &q, &r);
+        p = request_target(c, m, &q, &r);
         if (!p)
                 return r;
         if (q.format != PROTO_PROFILE_RAW)
